@@ -1,0 +1,72 @@
+// The session countdown and a little focus care. No framework: htmx does the server round trips.
+(function () {
+  "use strict";
+
+  var deadline = null; // performance.now() at which the session ends, per the server
+  var warned = false;
+  var expired = false;
+
+  function widget() { return document.getElementById("countdown"); }
+  function all(selector) { return Array.prototype.slice.call(document.querySelectorAll(selector)); }
+  function announce(text) {
+    var region = document.getElementById("announce");
+    if (region) region.textContent = text;
+  }
+  function mmss(seconds) {
+    var m = Math.floor(seconds / 60), s = seconds % 60;
+    return (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + s;
+  }
+  function resync() {
+    var el = widget();
+    if (el && window.htmx && el.hasAttribute("hx-get")) window.htmx.trigger(el, "countdown:resync");
+  }
+
+  // A widget arrived from the server (page load, poll, refresh): its number is the truth.
+  function sync(el) {
+    var seconds = Number(el.getAttribute("data-expires-in")) || 0;
+    deadline = performance.now() + seconds * 1000;
+    warned = false;
+    expired = seconds <= 0;
+    tick();
+  }
+
+  function tick() {
+    var el = widget();
+    if (!el || deadline === null) return;
+    var left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
+    var warnAt = Number(el.getAttribute("data-warn-at")) || 0;
+    all("[data-countdown-time]").forEach(function (t) { t.textContent = mmss(left); t.hidden = left === 0; });
+    all("[data-countdown-stay]").forEach(function (b) { b.hidden = left === 0 || left > warnAt; });
+    all("[data-countdown-expired]").forEach(function (m) { m.hidden = left > 0; });
+    el.classList.toggle("warning", left > 0 && left <= warnAt);
+    el.classList.toggle("expired", left === 0);
+    // Screen readers hear the warning and the end, not every tick.
+    if (left > 0 && left <= warnAt && !warned) {
+      warned = true;
+      announce("Your session ends in " + mmss(left) + ". Choose Stay signed in to keep it.");
+    }
+    if (left === 0 && !expired) {
+      expired = true;
+      announce("Your session has expired. Sign in again to continue.");
+      resync(); // let the server confirm (another tab may have extended it)
+    }
+  }
+
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    var el = root.id === "countdown" ? root : root.querySelector && root.querySelector("#countdown");
+    if (el) sync(el);
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") resync();
+  });
+  setInterval(tick, 1000);
+
+  // After a form comes back with errors, put the keyboard on the first field to fix.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    var invalid = target && target.querySelector && target.querySelector("[aria-invalid='true']");
+    if (invalid) invalid.focus();
+    else if (target && target.id === "main") target.focus();
+  });
+})();

@@ -1,0 +1,128 @@
+"""Real servers for the tests: a redis-server and a SecantusDB (MongoDB protocol) of their own."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+from starlette.applications import Starlette
+
+from web.app import create_app
+from web.embedded import Server, start_mongo, start_redis
+from web.settings import Settings
+
+SECRET = "test-secret-key-0123456789abcdef0123456789"
+PASSWORD = "correct horse battery staple"
+BASE_URL = "https://testserver"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every async test runs on asyncio through anyio's plugin (anyio ships with Starlette).
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_redis(log_path=tmp_path_factory.mktemp("redis") / "redis.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_mongo(log_path=tmp_path_factory.mktemp("mongo") / "mongo.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: Server) -> Iterator[Redis]:
+    """A synchronous client for looking at what the app stored; the database starts empty."""
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_server: Server, mongo_server: Server, redis: Redis) -> Settings:
+    # A database of its own per test, so no test sees another's users.
+    mongodb_url = re.sub(r"/app$", f"/t{uuid.uuid4().hex[:12]}", mongo_server.url)
+    return Settings(
+        redis_url=redis_server.url,
+        mongodb_url=mongodb_url,
+        secret_keys=(SECRET.encode(),),
+        bcrypt_rounds=4,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(app) as c:
+        yield c
+
+
+def make_client(app: Starlette, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, **kwargs)
+
+
+async def run_app(settings: Settings, **changes: Any) -> Starlette:
+    """For tests that need other settings: call inside `async with app.router.lifespan_context`."""
+    return create_app(dataclasses.replace(settings, **changes))
+
+
+HX = {"HX-Request": "true"}
+
+
+async def signup(
+    client: httpx.AsyncClient,
+    email: str = "ada@example.com",
+    password: str = PASSWORD,
+    first: str = "Ada",
+    last: str = "Lovelace",
+    **headers: str,
+) -> httpx.Response:
+    return await client.post(
+        "/signup",
+        data={"first_name": first, "last_name": last, "email": email, "password": password},
+        headers=headers or None,
+    )
+
+
+async def login(client: httpx.AsyncClient, email: str = "ada@example.com", password: str = PASSWORD,
+                headers: dict[str, str] | None = None) -> httpx.Response:
+    return await client.post("/login", data={"email": email, "password": password}, headers=headers)
+
+
+def cookie_name() -> str:
+    return "__Host-sid"
+
+
+def session_keys(redis: Redis) -> list[str]:
+    return sorted(k for k in redis.scan_iter("s:*"))
+
+
+def data_file(name: str) -> Path:
+    return Path(__file__).parent / name

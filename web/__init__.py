@@ -1,0 +1,1 @@
+"""Server-side sessions and password authentication, done right."""

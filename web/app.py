@@ -1,0 +1,73 @@
+"""create_app(settings): the Starlette app, its middleware, lifespan and error handlers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from beanie import init_beanie
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.types import Scope
+
+from web.audit import audit, start_audit_log
+from web.auth.users import User
+from web.errors import ErrorMiddleware, error_page, http_error
+from web.routes import routes
+from web.security import SecurityMiddleware
+from web.services import Services
+from web.sessions import SessionMiddleware
+from web.settings import Settings, SettingsError
+
+
+def create_app(settings: Settings) -> Starlette:
+    svc = Services.build(settings)
+
+    def session_expired(scope: Scope, digest: str) -> None:
+        client = scope.get("client")
+        audit("session_expired", ip=client[0] if client else None, session=svc.signer.handle(digest))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        listener = start_audit_log(settings.audit_log_level)
+        try:
+            await init_beanie(database=svc.mongo.get_default_database(), document_models=[User])
+            await svc.passwords.start()
+            yield
+        finally:
+            await svc.close()
+            listener.stop()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            # Outermost first: every response gets the security headers, even an error page.
+            Middleware(SecurityMiddleware, trusted_proxies=settings.trusted_proxies, refuse=error_page),
+            Middleware(ErrorMiddleware),
+            Middleware(
+                SessionMiddleware,
+                store=svc.store,
+                signer=svc.signer,
+                secure=settings.cookie_secure,
+                on_expired=session_expired,
+            ),
+        ],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    return app
+
+
+def from_env() -> Starlette:
+    """Uvicorn factory for production (Procfile): a bad setting stops the process with one line."""
+    try:
+        settings = Settings.from_env()
+        if settings.embedded:
+            raise SettingsError("REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)")
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return create_app(settings)

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, sign-in throttling and the sign-up/in/out views."""

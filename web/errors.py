@@ -1,0 +1,115 @@
+"""Failures become pages: outages 503, bugs 500, HTTP errors their own status. Never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pymongo.errors import ConnectionFailure, OperationFailure
+from redis import exceptions as redis_errors
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.htmx import is_htmx
+from web.templating import render
+
+log = logging.getLogger("web")
+
+RETRY_AFTER = 5  # seconds; what a 503 tells browsers and clients to wait
+REDIS_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.SlotNotCoveredError,
+)
+MONGO_DOWN = (ConnectionFailure,)
+
+TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Method not allowed",
+    413: "Too large",
+    415: "Unsupported form encoding",
+    422: "Unreadable form",
+    500: "Something went wrong",
+    503: "Temporarily unavailable",
+}
+
+
+def error_page(
+    request: Request, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The error page; for htmx, just the alert, retargeted to the page's alert area."""
+    context = {"status": status, "title": TITLES.get(status, "Error"), "message": message}
+    if is_htmx(request):
+        hx = {"HX-Retarget": "#alerts", "HX-Reswap": "innerHTML", **(headers or {})}
+        return render(request, "pages/error.html", context, block="alert", status=status, headers=hx)
+    return render(request, "pages/error.html", context, status=status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code < 400:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    message = exc.detail if exc.detail != TITLES.get(exc.status_code) else ""
+    if exc.status_code == 404:
+        message = "There is nothing at this address."
+    elif exc.status_code == 405:
+        message = "This address does not take that kind of request."
+    return error_page(request, exc.status_code, message, exc.headers)
+
+
+def outage(exc: BaseException) -> str | None:
+    """Which service an exception says is down, if it is an outage at all."""
+    if isinstance(exc, REDIS_DOWN):
+        return "redis"
+    if isinstance(exc, MONGO_DOWN) or (isinstance(exc, OperationFailure) and exc.timeout):
+        return "mongodb"
+    return None
+
+
+class ErrorMiddleware:
+    """Turn any exception that escapes the app into a page, logging it once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            service = outage(exc)
+            if service:
+                # Expected during an outage: one line, no traceback.
+                log.warning("%s unavailable during %s %s: %r", service, scope["method"], scope["path"], exc)
+            else:
+                log.exception("unhandled error during %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # too late for a page; let the server drop the connection
+            request = Request(scope)
+            if service:
+                response = error_page(
+                    request,
+                    503,
+                    "The service is briefly unavailable. Nothing was lost; try again in a few seconds.",
+                    {"Retry-After": str(RETRY_AFTER)},
+                )
+            else:
+                response = error_page(request, 500, "An unexpected error happened. It has been logged.")
+            await response(scope, receive, send)

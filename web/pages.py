@@ -1,0 +1,38 @@
+"""The home page and the health check."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from web.errors import outage
+from web.htmx import redirect
+from web.services import services
+from web.sessions import session_of
+from web.templating import render
+
+
+async def home(request: Request) -> Response:
+    session = await session_of(request).load()
+    if not session.user:
+        return redirect(request, "/login")
+    return render(request, "pages/home.html")
+
+
+async def healthz(request: Request) -> Response:
+    """200 when Redis and MongoDB both answer; otherwise 503 naming the one that does not."""
+    svc = services(request)
+    checks = {
+        "redis": svc.redis.ping(),
+        "mongodb": svc.mongo.admin.command("ping"),
+    }
+    results = await asyncio.gather(*checks.values(), return_exceptions=True)
+    report = {}
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, BaseException) and not outage(result):
+            raise result
+        report[name] = "down" if isinstance(result, BaseException) else "ok"
+    healthy = all(state == "ok" for state in report.values())
+    return JSONResponse(report, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,96 @@
+"""The app's long-lived parts, built once from Settings and reached from handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.requests import HTTPConnection
+
+from web.auth.passwords import Passwords
+from web.auth.throttle import LoginThrottle
+from web.sessions import SessionStore, Signer
+from web.sessions.store import RedisClient
+from web.settings import Settings
+
+# Short timeouts: when a service is down, the user hears so within about a second.
+TIMEOUT_S = 1.0
+POOL_SIZE = 100
+
+
+def connect_redis(url: str, *, cluster: bool) -> RedisClient:
+    # One quick retry: the first command after a Redis restart meets a dead pooled connection.
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": TIMEOUT_S / 2,
+        "socket_timeout": TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, max_connections=POOL_SIZE, **options)
+    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=TIMEOUT_S, **options)
+    return Redis(connection_pool=pool)
+
+
+def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
+    defaults = {
+        "serverSelectionTimeoutMS": int(TIMEOUT_S * 1000),
+        "connectTimeoutMS": int(TIMEOUT_S * 1000),
+        "socketTimeoutMS": int(TIMEOUT_S * 2000),
+        "waitQueueTimeoutMS": int(TIMEOUT_S * 1000),
+        "maxPoolSize": POOL_SIZE,
+        "appname": "web",
+    }
+    # Options spelled out in MONGODB_URL win over these defaults (pymongo lets keywords win).
+    in_url = url.lower()
+    return AsyncMongoClient(url, **{k: v for k, v in defaults.items() if f"{k.lower()}=" not in in_url})
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: RedisClient
+    mongo: AsyncMongoClient[dict[str, Any]]
+    store: SessionStore
+    signer: Signer
+    passwords: Passwords
+    throttle: LoginThrottle
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        if settings.redis_url is None or settings.mongodb_url is None:
+            raise ValueError("REDIS_URL and MONGODB_URL must be set (python -m web starts local ones)")
+        redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+        return cls(
+            settings=settings,
+            redis=redis,
+            mongo=connect_mongo(settings.mongodb_url),
+            store=SessionStore(
+                redis,
+                idle_timeout=settings.session_idle_timeout,
+                absolute_timeout=settings.session_absolute_timeout,
+            ),
+            signer=Signer(settings.secret_keys),
+            passwords=Passwords(rounds=settings.bcrypt_rounds, min_length=settings.password_min_length),
+            throttle=LoginThrottle(
+                redis,
+                max_failures=settings.login_max_failures,
+                ip_max_failures=settings.login_ip_max_failures,
+                window=settings.login_window,
+            ),
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.mongo.close()
+        self.passwords.close()
+
+
+def services(conn: HTTPConnection) -> Services:
+    found: Services = conn.app.state.services
+    return found

@@ -1,0 +1,74 @@
+"""Pure ASGI session middleware: cookie -> Session in scope; on response start, save + Set-Cookie."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection, cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.sessions.ids import Signer
+from web.sessions.session import Session
+from web.sessions.store import SessionStore
+
+
+class SessionMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: SessionStore,
+        signer: Signer,
+        secure: bool,
+        on_expired: Callable[[Scope, str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.signer = signer
+        self.secure = secure
+        self.on_expired = on_expired
+        # The __Host- prefix makes browsers refuse the cookie unless it is Secure, host-only
+        # and Path=/, so a sibling subdomain cannot plant a session cookie on us.
+        self.cookie_name = "__Host-sid" if secure else "sid"
+        self.attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        session_id, current_key = None, True
+        raw = cookie_parser(HTTPConnection(scope).headers.get("cookie", "")).get(self.cookie_name)
+        if raw:
+            genuine = self.signer.unsign(raw)
+            if genuine:
+                session_id, current_key = genuine
+        session = Session(self.store, session_id)
+        if not current_key:
+            session.cookie = "set"  # signed with a retiring key: re-sign with the current one
+        scope["session"] = session
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # Saved before the first byte goes out, so a store failure can still become a 503.
+                await session.commit()
+                headers = MutableHeaders(scope=message)
+                if session.loaded:
+                    headers.add_vary_header("Cookie")
+                if session.cookie == "set" and session.id:
+                    headers.append("set-cookie", f"{self.cookie_name}={self.signer.sign(session.id)}; {self.attributes}")
+                elif session.cookie == "clear" and raw:
+                    headers.append("set-cookie", f"{self.cookie_name}=; Max-Age=0; {self.attributes}")
+                if session.expired_digest and self.on_expired:
+                    self.on_expired(scope, session.expired_digest)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def session_of(conn: HTTPConnection) -> Session:
+    """The request's session (not yet loaded)."""
+    session = conn.scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError("SessionMiddleware is not installed")
+    return session

@@ -1,0 +1,185 @@
+"""Settings: read once from the environment, validated, frozen, passed in."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MIN_KEY_LENGTH = 32
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    mongodb_url: str | None = None
+    secret_keys: tuple[bytes, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_cluster: bool = False
+    session_idle_timeout: int = 1800
+    session_absolute_timeout: int = 28800
+    cookie_secure: bool = True
+    bcrypt_rounds: int = 12
+    password_min_length: int = 12
+    trusted_proxies: tuple[Network, ...] = ()
+    login_max_failures: int = 10
+    login_ip_max_failures: int = 100
+    login_window: int = 900
+    audit_log_level: int = logging.INFO
+    data_dir: Path = field(default_factory=lambda: Path(".data"))
+
+    @property
+    def embedded(self) -> bool:
+        """Whether some service has no URL, so `python -m web` must start it itself."""
+        return self.redis_url is None or self.mongodb_url is None
+
+    @property
+    def secret_key(self) -> bytes:
+        """The key that signs; the others only verify (they are being rotated out)."""
+        return self.secret_keys[0]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting, raising SettingsError naming the first bad one."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str, parse: Callable[[str], T], default: T) -> T:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+
+        redis_url = get("REDIS_URL", _redis_url, None)
+        mongodb_url = get("MONGODB_URL", _mongodb_url, None)
+        data_dir = get("DATA_DIR", Path, Path(".data"))
+        embedded = redis_url is None or mongodb_url is None
+        keys = get("SECRET_KEY", _secret_keys, ())
+        if not keys:
+            if not embedded:
+                raise SettingsError("SECRET_KEY: required (one or more comma-separated keys of 32+ characters)")
+            # Development only: a key made once and kept, so sessions survive restarts.
+            keys = (_stored_secret(data_dir),)
+        idle = get("SESSION_IDLE_TIMEOUT", _positive, 1800)
+        return cls(
+            redis_url=redis_url,
+            mongodb_url=mongodb_url,
+            secret_keys=keys,
+            host=get("HOST", str, "127.0.0.1"),
+            port=get("PORT", _port, 8000),
+            redis_cluster=get("REDIS_CLUSTER", _flag, False),
+            session_idle_timeout=idle,
+            session_absolute_timeout=get("SESSION_ABSOLUTE_TIMEOUT", _positive, 28800),
+            # Embedded mode serves plain http://127.0.0.1, where a Secure cookie would never come back.
+            cookie_secure=get("COOKIE_SECURE", _flag, not embedded),
+            bcrypt_rounds=get("BCRYPT_ROUNDS", _rounds, 12),
+            password_min_length=get("PASSWORD_MIN_LENGTH", _positive, 12),
+            trusted_proxies=get("TRUSTED_PROXIES", _networks, ()),
+            login_max_failures=get("LOGIN_MAX_FAILURES", _positive, 10),
+            login_ip_max_failures=get("LOGIN_IP_MAX_FAILURES", _positive, 100),
+            login_window=get("LOGIN_WINDOW", _positive, 900),
+            audit_log_level=get("AUDIT_LOG_LEVEL", _log_level, logging.INFO),
+            data_dir=data_dir,
+        )
+
+
+def _redis_url(raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _mongodb_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("mongodb", "mongodb+srv"):
+        raise ValueError("expected a mongodb:// or mongodb+srv:// URL")
+    if not parts.path.strip("/"):
+        raise ValueError("the database name is missing from the path (mongodb://host:27017/app)")
+    return raw
+
+
+def _secret_keys(raw: str) -> tuple[bytes, ...]:
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if any(len(k) < MIN_KEY_LENGTH for k in keys):
+        raise ValueError(f"every key needs at least {MIN_KEY_LENGTH} characters")
+    return tuple(k.encode() for k in keys)
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {raw!r}") from None
+
+
+def _positive(raw: str) -> int:
+    value = _int(raw)
+    if value <= 0:
+        raise ValueError(f"expected a positive whole number, not {raw!r}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _int(raw)
+    if not 0 < value < 65536:
+        raise ValueError(f"expected a port number, not {raw!r}")
+    return value
+
+
+def _rounds(raw: str) -> int:
+    value = _int(raw)
+    if not 4 <= value <= 31:
+        raise ValueError("bcrypt takes 4 to 31 rounds")
+    return value
+
+
+def _networks(raw: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in raw.split(",") if n.strip())
+
+
+def _log_level(raw: str) -> int:
+    if raw.upper() == "OFF":
+        return logging.CRITICAL + 10
+    level = logging.getLevelNamesMapping().get(raw.upper())
+    if level is None:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or OFF")
+    return level
+
+
+def _stored_secret(data_dir: Path) -> bytes:
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once must not each write a different key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()

@@ -1,0 +1,102 @@
+"""Jinja environment and render(): a whole page, or one named block of it for htmx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from web.htmx import is_htmx
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@jinja2.pass_context
+def url_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
+    # A path, not an absolute URL: behind a TLS proxy the scheme seen here would be wrong.
+    request: Request = context["request"]
+    return str(request.app.url_path_for(name, **params))
+
+
+def mmss(seconds: int) -> str:
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def duration(seconds: int) -> str:
+    """Seconds as people say them: "45 s", "29 min", "7 h 59 min"."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def isotime(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def ago(timestamp: int) -> str:
+    """How long ago, roughly: "just now", "5 min ago", "3 h ago"."""
+    seconds = int(time.time()) - int(timestamp)
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    auto_reload=False,
+)
+env.globals["url_for"] = url_for
+env.filters["mmss"] = mmss
+env.filters["duration"] = duration
+env.filters["isotime"] = isotime
+env.filters["ago"] = ago
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    block: str | None = None,
+    oob: tuple[str, ...] = (),
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a page, or only `block` of it plus `oob` partials; never cached, varying on HX-Request."""
+    session = request.scope.get("session")
+    loaded = session is not None and session.loaded
+    ctx = {
+        "request": request,
+        "htmx": is_htmx(request),
+        "session": session if loaded else None,
+        "user": session.user if loaded else None,
+    }
+    ctx.update(context or {})
+    tmpl = env.get_template(template)
+    html = "".join(tmpl.blocks[block](tmpl.new_context(ctx))) if block else tmpl.render(ctx)
+    for partial in oob:
+        # Out-of-band: htmx swaps these by id elsewhere in the page (e.g. the navbar on logout).
+        html += env.get_template(partial).render({**ctx, "oob": True})
+    response = HTMLResponse(html, status_code=status, headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.add_vary_header("HX-Request")
+    return response
