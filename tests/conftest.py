@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,18 +20,6 @@ from web.settings import Settings
 SECRET = "test-secret-key-0123456789abcdef0123456789"
 PASSWORD = "correct horse battery staple"
 BASE_URL = "https://testserver"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every async test runs on asyncio through anyio's plugin (anyio ships with Starlette).
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
-
-
-@pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -111,18 +97,20 @@ async def signup(
     )
 
 
-async def login(client: httpx.AsyncClient, email: str = "ada@example.com", password: str = PASSWORD,
-                headers: dict[str, str] | None = None) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient,
+    email: str = "ada@example.com",
+    password: str = PASSWORD,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     return await client.post("/login", data={"email": email, "password": password}, headers=headers)
 
 
-def cookie_name() -> str:
-    return "__Host-sid"
+def set_session_cookie(client: httpx.AsyncClient, value: str) -> None:
+    """Put a session cookie in the jar as the server would have (host-only, for testserver)."""
+    client.cookies.clear()
+    client.cookies.set("__Host-sid", value, domain="testserver.local")
 
 
 def session_keys(redis: Redis) -> list[str]:
     return sorted(k for k in redis.scan_iter("s:*"))
-
-
-def data_file(name: str) -> Path:
-    return Path(__file__).parent / name

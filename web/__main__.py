@@ -21,8 +21,14 @@ def main() -> int:
         return 2
     app = create_app(settings)
     # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
-    uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=False, server_header=False,
-                log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        server_header=False,
+        log_level="info",
+    )
     return 0
 
 

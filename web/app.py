@@ -66,7 +66,9 @@ def from_env() -> Starlette:
     try:
         settings = Settings.from_env()
         if settings.embedded:
-            raise SettingsError("REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)")
+            raise SettingsError(
+                "REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)"
+            )
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

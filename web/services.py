@@ -38,7 +38,7 @@ def connect_redis(url: str, *, cluster: bool) -> RedisClient:
 
 
 def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
-    defaults = {
+    defaults: dict[str, Any] = {
         "serverSelectionTimeoutMS": int(TIMEOUT_S * 1000),
         "connectTimeoutMS": int(TIMEOUT_S * 1000),
         "socketTimeoutMS": int(TIMEOUT_S * 2000),

@@ -69,10 +69,13 @@ class Settings:
         mongodb_url = get("MONGODB_URL", _mongodb_url, None)
         data_dir = get("DATA_DIR", Path, Path(".data"))
         embedded = redis_url is None or mongodb_url is None
-        keys = get("SECRET_KEY", _secret_keys, ())
+        no_keys: tuple[bytes, ...] = ()
+        keys = get("SECRET_KEY", _secret_keys, no_keys)
         if not keys:
             if not embedded:
-                raise SettingsError("SECRET_KEY: required (one or more comma-separated keys of 32+ characters)")
+                raise SettingsError(
+                    "SECRET_KEY: required (one or more comma-separated keys of 32+ characters)"
+                )
             # Development only: a key made once and kept, so sessions survive restarts.
             keys = (_stored_secret(data_dir),)
         idle = get("SESSION_IDLE_TIMEOUT", _positive, 1800)

@@ -82,13 +82,15 @@ def render(
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """Render a page, or only `block` of it plus `oob` partials; never cached, varying on HX-Request."""
+    # Only a session some handler already loaded: rendering never costs a Redis round trip.
     session = request.scope.get("session")
-    loaded = session is not None and session.loaded
+    if session is None or not session.loaded:
+        session = None
     ctx = {
         "request": request,
         "htmx": is_htmx(request),
-        "session": session if loaded else None,
-        "user": session.user if loaded else None,
+        "session": session,
+        "user": session.user if session else None,
     }
     ctx.update(context or {})
     tmpl = env.get_template(template)

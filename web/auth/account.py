@@ -39,7 +39,9 @@ async def password_page(request: Request) -> Response:
         return redirect(request, "/login")
     # A no-JS change ends in a redirect here; the message rode along in the session.
     notice = (await signed_in(request)).pop(FLASH)
-    return form_page(request, PAGE, values={}, notice=notice, min_length=services(request).passwords.min_length)
+    return form_page(
+        request, PAGE, values={}, notice=notice, min_length=services(request).passwords.min_length
+    )
 
 
 async def change_password(request: Request) -> Response:
@@ -50,7 +52,17 @@ async def change_password(request: Request) -> Response:
     session = await signed_in(request)
     values = await read_form(request, "current_password", "new_password")
     current, new = values["current_password"], values["new_password"]
-    page = {"values": {}, "notice": None, "min_length": svc.passwords.min_length}
+
+    def page(status: int = 200, errors: dict[str, str] | None = None, notice: str | None = None) -> Response:
+        return form_page(
+            request,
+            PAGE,
+            values={},
+            errors=errors,
+            notice=notice,
+            status=status,
+            min_length=svc.passwords.min_length,
+        )
 
     errors = {}
     if not current:
@@ -62,7 +74,7 @@ async def change_password(request: Request) -> Response:
     elif new == current:
         errors["new_password"] = "Choose a password different from the current one."
     if errors:
-        return form_page(request, PAGE, errors=errors, status=422, **page)
+        return page(422, errors)
 
     ip = client_ip(request)
     wait = await svc.throttle.retry_after(user.email, ip)
@@ -73,7 +85,7 @@ async def change_password(request: Request) -> Response:
         await svc.throttle.failed(user.email, ip)
         audit("password_change_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
         wrong = {"current_password": "That is not your current password."}
-        return form_page(request, PAGE, errors=wrong, status=401, **page)
+        return page(401, wrong)
 
     user.password_hash = await svc.passwords.hash(new)
     await user.save()
@@ -87,6 +99,6 @@ async def change_password(request: Request) -> Response:
     handle = svc.signer.handle(session.digest) if session.digest else None
     audit("password_changed", ip=ip, user_id=str(user.id), session=handle, sessions_ended=len(others))
     if is_htmx(request):
-        return form_page(request, PAGE, **{**page, "notice": CHANGED})
+        return page(notice=CHANGED)
     session[FLASH] = CHANGED
     return redirect(request, str(request.url_for("password").path))

@@ -24,6 +24,8 @@ NAME_MAX = 100
 EMAIL_MAX = 254
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 BAD_CREDENTIALS = "Invalid email or password"
+LOGIN_PAGE = "pages/login.html"
+SIGNUP_PAGE = "pages/signup.html"
 
 
 def client_ip(request: Request) -> str:
@@ -72,7 +74,7 @@ def _handle(svc: Services, session: Session) -> str | None:
 async def login_page(request: Request) -> Response:
     if (await signed_in(request)).user:
         return redirect(request, "/")
-    return form_page(request, "pages/login.html", values={"email": ""})
+    return form_page(request, LOGIN_PAGE, values={"email": ""})
 
 
 async def login(request: Request) -> Response:
@@ -85,22 +87,27 @@ async def login(request: Request) -> Response:
     if not password:
         errors["password"] = "Enter your password."
     if errors:
-        return form_page(request, "pages/login.html", values=values, errors=errors, status=422)
+        return form_page(request, LOGIN_PAGE, values=values, errors=errors, status=422)
 
     ip = client_ip(request)
     wait = await svc.throttle.retry_after(email, ip)
     if wait:
         # Decided before the password is looked at, so a throttled guess learns nothing.
         audit("login_throttled", ip=ip, level=logging.WARNING, retry_after=wait)
-        return too_many_attempts(request, "pages/login.html", values, wait)
+        return too_many_attempts(request, LOGIN_PAGE, values, wait)
 
     user = await User.by_email(email)
     # An unknown email still costs one bcrypt check: timing must not tell which emails exist.
     if not await svc.passwords.verify(password, user.password_hash if user else None):
         locked = await svc.throttle.failed(email, ip)
-        audit("login_failure", ip=ip, user_id=str(user.id) if user else None, level=logging.WARNING,
-              locked_for=locked or None)
-        return form_page(request, "pages/login.html", values=values, message=BAD_CREDENTIALS, status=401)
+        audit(
+            "login_failure",
+            ip=ip,
+            user_id=str(user.id) if user else None,
+            level=logging.WARNING,
+            locked_for=locked or None,
+        )
+        return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
 
     assert user is not None
     await svc.throttle.succeeded(email)
@@ -113,8 +120,9 @@ async def login(request: Request) -> Response:
 def too_many_attempts(request: Request, template: str, values: dict[str, str], wait: int) -> Response:
     minutes = -(-wait // 60)
     message = f"Too many attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-    return form_page(request, template, values=values, message=message, status=429,
-                     headers={"Retry-After": str(wait)})
+    return form_page(
+        request, template, values=values, message=message, status=429, headers={"Retry-After": str(wait)}
+    )
 
 
 # -- sign up --------------------------------------------------------------------------------
@@ -134,7 +142,7 @@ async def signup_page(request: Request) -> Response:
     if (await signed_in(request)).user:
         return redirect(request, "/")
     empty = {"first_name": "", "last_name": "", "email": ""}
-    return form_page(request, "pages/signup.html", values=empty, min_length=services(request).passwords.min_length)
+    return form_page(request, SIGNUP_PAGE, values=empty, min_length=services(request).passwords.min_length)
 
 
 async def signup(request: Request) -> Response:
@@ -150,17 +158,21 @@ async def signup(request: Request) -> Response:
         "password": svc.passwords.problem(password, email=email) if password else "Choose a password.",
     }
     errors = {field: message for field, message in problems.items() if message}
-    page = {"values": values, "min_length": svc.passwords.min_length}
+    min_length = svc.passwords.min_length
     if errors:
-        return form_page(request, "pages/signup.html", errors=errors, status=422, **page)
+        return form_page(
+            request, SIGNUP_PAGE, values=values, errors=errors, status=422, min_length=min_length
+        )
 
-    user = User(first_name=first, last_name=last, email=email, password_hash=await svc.passwords.hash(password))
+    user = User(
+        first_name=first, last_name=last, email=email, password_hash=await svc.passwords.hash(password)
+    )
     try:
         await user.insert()
     except DuplicateKeyError:
         # The unique index decides, so concurrent signups with one address make one account.
         taken = {"email": "An account with this email already exists. Sign in instead?"}
-        return form_page(request, "pages/signup.html", errors=taken, status=409, **page)
+        return form_page(request, SIGNUP_PAGE, values=values, errors=taken, status=409, min_length=min_length)
     return await start_session(request, user, "signup")
 
 
@@ -184,7 +196,7 @@ async def logout(request: Request) -> Response:
     # Swap the sign-in form into the page and the navbar out of band: no reload.
     return render(
         request,
-        "pages/login.html",
+        LOGIN_PAGE,
         {"values": {"email": ""}, "errors": {}, "message": None},
         block="content",
         oob=("partials/navbar.html",),

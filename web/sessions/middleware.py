@@ -56,7 +56,9 @@ class SessionMiddleware:
                 if session.loaded:
                     headers.add_vary_header("Cookie")
                 if session.cookie == "set" and session.id:
-                    headers.append("set-cookie", f"{self.cookie_name}={self.signer.sign(session.id)}; {self.attributes}")
+                    headers.append(
+                        "set-cookie", f"{self.cookie_name}={self.signer.sign(session.id)}; {self.attributes}"
+                    )
                 elif session.cookie == "clear" and raw:
                     headers.append("set-cookie", f"{self.cookie_name}=; Max-Age=0; {self.attributes}")
                 if session.expired_digest and self.on_expired:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -180,7 +180,7 @@ class SessionStore:
         """Every live session of one user, by digest; prunes dead index entries on the way."""
         index = index_key(user_id)
         await self.redis.zremrangebyscore(index, "-inf", self.now())
-        digests: list[str] = await self.redis.zrange(index, 0, -1)
+        digests = cast(list[str], await self.redis.zrange(index, 0, -1))
         if not digests:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:

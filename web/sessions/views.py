@@ -115,8 +115,13 @@ async def _revoke(request: Request, session: Session, records: dict[str, Record]
     for digest in digests:
         await svc.store.delete(digest, session.user.id)
         records.pop(digest, None)
-        audit("session_revoked", ip=ip, user_id=session.user.id, session=svc.signer.handle(digest),
-              by=svc.signer.handle(session.digest) if session.digest else None)
+        audit(
+            "session_revoked",
+            ip=ip,
+            user_id=session.user.id,
+            session=svc.signer.handle(digest),
+            by=svc.signer.handle(session.digest) if session.digest else None,
+        )
 
 
 async def revoke(request: Request) -> Response:

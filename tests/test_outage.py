@@ -1,0 +1,106 @@
+"""Redis or MongoDB going away: a quick 503 page, never a traceback, and recovery on return."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from tests.conftest import HX, login, make_client, signup
+from web.app import create_app
+from web.embedded import Server, start_mongo, start_redis
+from web.settings import Settings
+
+pytestmark = pytest.mark.slow
+FAIL_FAST_S = 3.0  # "about a second" with room for a loaded CI machine; a hang would take 20 s+
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> AsyncIterator[Server]:
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def outage_app(settings: Settings, own_redis: Server) -> AsyncIterator[Starlette]:
+    app = create_app(dataclasses.replace(settings, redis_url=own_redis.url))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def assert_503(r: httpx.Response, started: float) -> None:
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+    assert "Temporarily unavailable" in r.text
+    assert "Traceback" not in r.text
+    assert time.monotonic() - started < FAIL_FAST_S
+
+
+async def test_redis_down_gives_503_then_recovers(
+    outage_app: Starlette, own_redis: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_client(outage_app) as client:
+        await signup(client)
+        assert (await client.get("/")).status_code == 200
+        own_redis.stop()
+
+        for method, path, headers in (
+            ("GET", "/", {}),
+            ("GET", "/", HX),
+            ("POST", "/session/refresh", HX),
+            ("GET", "/session", {}),
+        ):
+            started = time.monotonic()
+            r = await client.request(method, path, headers=headers)
+            assert_503(r, started)
+        htmx = await client.get("/", headers=HX)
+        assert htmx.headers["hx-retarget"] == "#alerts" and "<html" not in htmx.text
+        started = time.monotonic()
+        assert_503(await login(client), started)
+        health = await client.get("/healthz")
+        assert health.status_code == 503 and health.json() == {"redis": "down", "mongodb": "ok"}
+
+        # Same port, same append-only file: the session is still there, and so is the app.
+        restarted = start_redis(
+            Path(own_redis.process.args[own_redis.process.args.index("--dir") + 1]), port=own_redis.port
+        )
+        try:
+            r = await client.get("/")
+            assert r.status_code == 200 and "Ada Lovelace" in r.text
+            assert (await client.get("/healthz")).json() == {"redis": "ok", "mongodb": "ok"}
+        finally:
+            restarted.stop()
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert not [rec for rec in caplog.records if rec.exc_info]
+
+
+async def test_mongodb_down_gives_503_for_sign_in_but_pages_keep_working(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mongo = start_mongo(tmp_path / "mongo")
+    app = create_app(dataclasses.replace(settings, mongodb_url=mongo.url))
+    try:
+        async with app.router.lifespan_context(app), make_client(app) as client:
+            await signup(client)
+            mongo.stop()
+            # The signed-in page needs no database: it keeps working through the outage.
+            assert (await client.get("/")).status_code == 200
+            async with make_client(app) as other:
+                started = time.monotonic()
+                assert_503(await login(other), started)
+                started = time.monotonic()
+                assert_503(await signup(other, email="grace@example.com"), started)
+            assert (await client.get("/healthz")).json() == {"redis": "ok", "mongodb": "down"}
+            mongo = start_mongo(tmp_path / "mongo", port=mongo.port)
+            async with make_client(app) as other:
+                assert (await login(other)).status_code == 303
+    finally:
+        mongo.stop()
+    assert not [rec for rec in caplog.records if rec.exc_info]

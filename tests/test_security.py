@@ -1,0 +1,132 @@
+"""CSRF by origin, security headers, body limits, malformed bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.conftest import PASSWORD, session_keys, signup
+from web.auth.users import User
+from web.security import SecurityMiddleware, client_ip
+
+SIGNUP = {"first_name": "Mal", "last_name": "Icious", "email": "mal@example.com", "password": PASSWORD}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "https://testserver.evil.example"},
+    ],
+)
+async def test_cross_origin_posts_are_refused(
+    client: httpx.AsyncClient, redis: Redis, headers: dict[str, str]
+) -> None:
+    for path in ("/signup", "/login", "/logout", "/session/refresh"):
+        r = await client.post(path, data=SIGNUP, headers=headers)
+        assert r.status_code == 403, path
+        assert "another site" in r.text
+    assert await User.count() == 0
+    assert session_keys(redis) == []
+
+
+async def test_same_origin_posts_are_accepted(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/signup", data=SIGNUP, headers={"Sec-Fetch-Site": "same-origin", "Origin": "https://testserver"}
+    )
+    assert r.status_code == 303
+    r = await client.post("/logout", headers={"Origin": "https://testserver"})
+    assert r.status_code == 303
+
+
+async def test_security_headers_on_every_kind_of_response(client: httpx.AsyncClient) -> None:
+    responses = [
+        await client.get("/login"),
+        await client.get("/nowhere"),
+        await client.post("/login", data={}, headers={"Origin": "https://evil.example"}),
+        await client.get("/static/app.css"),
+    ]
+    for r in responses:
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "same-origin"
+        assert r.headers["x-frame-options"] == "DENY"
+
+
+async def test_private_pages_are_no_store(client: httpx.AsyncClient) -> None:
+    await signup(client)
+    for path in ("/", "/sessions", "/account/password", "/session"):
+        assert (await client.get(path)).headers["cache-control"] == "no-store", path
+
+
+async def test_body_over_one_mebibyte_is_413(client: httpx.AsyncClient) -> None:
+    big = b"email=" + b"a" * (1024 * 1024) + b"&password=x"
+    r = await client.post(
+        "/login", content=big, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 413
+
+
+async def test_streamed_body_is_cut_off_at_one_mebibyte() -> None:
+    """Without a Content-Length, the limit is counted as the body streams in."""
+    seen: list[int] = []
+
+    async def upload(request: Request) -> Response:
+        seen.append(len(await request.body()))
+        return Response("ok")
+
+    app = SecurityMiddleware(
+        Starlette(routes=[Route("/", upload, methods=["POST"])]),
+        trusted_proxies=(),
+        refuse=lambda request, status, message: Response(message, status),
+    )
+
+    async def chunks(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"a" * 65536
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.post("/", content=chunks(16))).status_code == 200
+        assert (await c.post("/", content=chunks(17))).status_code == 413
+    assert seen == [1024 * 1024]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b'{"email": {"$ne": null}, "password": "x"}'),
+        ("multipart/form-data", b"--x\r\nContent-Disposition: form-data; name=email\r\n\r\na\r\n--x--"),
+        ("multipart/form-data; boundary=x", b"\x00\xff garbage"),
+        ("text/plain", b"email=a"),
+        ("application/x-www-form-urlencoded", b"\xff\xfe%%%&&==email=%ZZ"),
+        ("application/x-www-form-urlencoded", b"%00email=%00&password=%00"),
+        ("", b""),
+    ],
+)
+async def test_malformed_bodies_are_4xx(client: httpx.AsyncClient, content_type: str, body: bytes) -> None:
+    for path in ("/login", "/signup"):
+        r = await client.post(path, content=body, headers={"content-type": content_type})
+        assert 400 <= r.status_code < 500, (path, r.status_code)
+    assert await User.count() == 0
+
+
+def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:
+    import ipaddress
+
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    assert client_ip("203.0.113.9", "198.51.100.1", proxies) == "203.0.113.9"
+    assert client_ip("10.0.0.2", "198.51.100.1", proxies) == "198.51.100.1"
+    assert client_ip("10.0.0.2", "1.2.3.4, 198.51.100.1, 10.0.0.7", proxies) == "198.51.100.1"
+    assert client_ip("10.0.0.2", "garbage", proxies) == "10.0.0.2"
+    assert client_ip("10.0.0.2", "198.51.100.1", ()) == "10.0.0.2"

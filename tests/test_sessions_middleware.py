@@ -1,0 +1,151 @@
+"""The session cookie and what Redis holds: signed ids, hashed keys, no writes for anonymous views."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+from redis import Redis
+from starlette.applications import Starlette
+
+from tests.conftest import login, make_client, session_keys, set_session_cookie, signup
+from web.app import create_app
+from web.services import Services
+from web.sessions import Session, Signer
+from web.sessions.ids import digest
+from web.settings import Settings
+
+WRITES = ("set", "hset", "setex", "getex", "expire", "pexpire", "del", "zadd", "incr", "evalsha", "eval")
+
+
+def write_calls(redis: Redis) -> dict[str, int]:
+    stats = redis.info("commandstats")
+    return {k: v["calls"] for k, v in stats.items() if k.removeprefix("cmdstat_") in WRITES}
+
+
+async def test_cookie_attributes_are_strict(client: httpx.AsyncClient) -> None:
+    r = await signup(client)
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("__Host-sid=")
+    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Secure"):
+        assert attribute in cookie
+    assert "Domain" not in cookie and "Max-Age" not in cookie and "Expires" not in cookie
+
+
+async def test_cookie_without_secure_when_configured(settings: Settings) -> None:
+    app = create_app(dataclasses.replace(settings, cookie_secure=False))
+    async with app.router.lifespan_context(app), make_client(app) as client:
+        r = await signup(client)
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("sid=") and "Secure" not in cookie and "HttpOnly" in cookie
+
+
+async def test_redis_holds_no_raw_session_id(client: httpx.AsyncClient, redis: Redis, app: Starlette) -> None:
+    await signup(client)
+    signed = client.cookies["__Host-sid"]
+    raw_id = signed.split(".")[0]
+    dump = []
+    for key in redis.scan_iter("*"):
+        dump.append(key)
+        kind = redis.type(key)
+        if kind == "hash":
+            dump.extend(f"{k}={v}" for k, v in redis.hgetall(key).items())
+        elif kind == "zset":
+            dump.extend(redis.zrange(key, 0, -1))
+    text = "\n".join(dump)
+    assert raw_id not in text and signed not in text
+    assert f"s:{digest(raw_id)}" in text
+
+
+async def test_anonymous_views_write_nothing_and_set_no_cookie(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    before = write_calls(redis)
+    for path in ("/", "/login", "/signup", "/logout", "/session", "/static/app.css", "/healthz", "/nowhere"):
+        r = await client.get(path)
+        assert "set-cookie" not in r.headers, path
+    assert write_calls(redis) == before
+    assert redis.dbsize() == 0
+
+
+async def test_tampered_or_foreign_cookies_are_anonymous(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    good = client.cookies["__Host-sid"]
+    sid, _, mac = good.partition(".")
+    tampered = [
+        sid + "." + mac[:-2] + ("AA" if not mac.endswith("AA") else "BB"),
+        sid[:-1] + ("A" if sid[-1] != "A" else "B") + "." + mac,
+        sid,
+        "",
+        "." * 200,
+        "x" * 5000,
+        "\u00e9t\u00e9",
+        Signer((b"another-secret-key-0123456789abcdefghijkl",)).sign(sid),
+    ]
+    async with make_client(app) as stranger:
+        for value in tampered:
+            r = await stranger.get("/", headers=[(b"cookie", f"__Host-sid={value}".encode())])
+            assert r.status_code == 303, value
+            assert r.headers["location"] == "/login"
+
+
+async def test_unknown_id_is_never_adopted(app: Starlette, redis: Redis) -> None:
+    svc: Services = app.state.services
+    planted = "A" * 43  # well-formed, correctly signed (say, a leaked key), but never issued
+    session = Session(svc.store, planted)
+    await session.load()
+    assert session.id is None
+    session["note"] = "hello"
+    await session.commit()
+    assert session.id is not None and session.id != planted
+    assert redis.exists(f"s:{digest(planted)}") == 0
+
+
+async def test_rotated_secret_key_still_verifies_and_re_signs(settings: Settings) -> None:
+    old_key = settings.secret_keys[0]
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), make_client(app) as client:
+        await signup(client)
+        old_cookie = client.cookies["__Host-sid"]
+    rotated = dataclasses.replace(
+        settings, secret_keys=(b"the-new-primary-key-0123456789abcdefghij", old_key)
+    )
+    app2 = create_app(rotated)
+    async with app2.router.lifespan_context(app2), make_client(app2) as client:
+        set_session_cookie(client, old_cookie)
+        r = await client.get("/")
+        assert r.status_code == 200
+        fresh = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+        assert fresh != old_cookie and fresh.split(".")[0] == old_cookie.split(".")[0]
+        # Once the old key is dropped, only the re-signed cookie works.
+    dropped = dataclasses.replace(settings, secret_keys=rotated.secret_keys[:1])
+    app3 = create_app(dropped)
+    async with app3.router.lifespan_context(app3), make_client(app3) as client:
+        set_session_cookie(client, old_cookie)
+        assert (await client.get("/")).status_code == 303
+        set_session_cookie(client, fresh)
+        assert (await client.get("/")).status_code == 200
+
+
+async def test_responses_that_read_the_session_vary_on_cookie(client: httpx.AsyncClient) -> None:
+    await signup(client)
+    r = await client.get("/")
+    assert "Cookie" in r.headers["vary"]
+    assert r.headers["cache-control"] == "no-store"
+
+
+async def test_per_user_index_follows_every_session(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    (index,) = redis.keys("u:*")
+    first = session_keys(redis)
+    assert [f"s:{d}" for d in redis.zrange(index, 0, -1)] == first
+    async with make_client(app) as other:
+        await login(other)
+        assert redis.zcard(index) == 2
+        assert sorted(f"s:{d}" for d in redis.zrange(index, 0, -1)) == session_keys(redis)
+        await other.post("/logout")
+    assert [f"s:{d}" for d in redis.zrange(index, 0, -1)] == first
+    # The index expires with the longest session it can hold, never later.
+    assert 0 < redis.ttl(index) <= app.state.services.settings.session_absolute_timeout
