@@ -2,12 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import sys
 
 import uvicorn
 
 from web.app import create_app
+from web.embedded import EmbeddedError, Server, redis_binary, redis_version, start_mongo, start_redis
 from web.settings import Settings, SettingsError
+
+
+def start_missing(settings: Settings, servers: list[Server]) -> tuple[Settings, list[str]]:
+    """Start a local server for each service without a URL; return the settings and banner lines."""
+    lines = []
+    data = settings.data_dir
+    if settings.redis_url is None:
+        binary = redis_binary()
+        version = redis_version(binary)
+        # One folder per major version: Redis 6 and 7 keep their append-only files differently.
+        folder = data / f"redis-{version.split('.')[0]}"
+        servers.append(start_redis(folder, log_path=data / "redis.log"))
+        settings = dataclasses.replace(settings, redis_url=servers[-1].url)
+        lines.append(f"Redis     embedded   redis-server {version} ({binary}), data in {folder}/")
+    else:
+        lines.append("Redis     external   REDIS_URL")
+    if settings.mongodb_url is None:
+        folder = data / "mongodb"
+        servers.append(start_mongo(folder, log_path=data / "mongodb.log"))
+        settings = dataclasses.replace(settings, mongodb_url=servers[-1].url)
+        lines.append(f"MongoDB   embedded   SecantusDB (MongoDB protocol), data in {folder}/")
+    else:
+        lines.append("MongoDB   external   MONGODB_URL")
+    return settings, lines
+
+
+def banner(settings: Settings, lines: list[str]) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    out = ["", "  Sessions: development mode (embedded services)", ""]
+    out += [f"  {line}" for line in lines]
+    if settings.generated_secret:
+        out.append(f"  Secret    generated once, kept in {settings.data_dir / 'secret_key'}")
+    if not settings.cookie_secure:
+        out.append("  Cookies   without Secure, so sign-in works on plain http")
+    out += [
+        "",
+        f"  Open {url}",
+        "",
+        "  For development only. In production set REDIS_URL, MONGODB_URL and SECRET_KEY.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main() -> int:
@@ -16,19 +65,35 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if settings.embedded:
-        print("error: REDIS_URL and MONGODB_URL: both required for now", file=sys.stderr)
-        return 2
-    app = create_app(settings)
-    # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=False,
-        server_header=False,
-        log_level="info",
-    )
+    servers: list[Server] = []
+    # Uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for its
+    # previous handler. These turn that into a normal exit, so the finally block below runs.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.signal(signal.SIGINT, _exit_quietly)
+    try:
+        if settings.embedded:
+            try:
+                settings, lines = start_missing(settings, servers)
+            except EmbeddedError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(banner(settings, lines), file=sys.stderr, flush=True)
+        # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
+        # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            proxy_headers=False,
+            server_header=False,
+            loop="uvloop",
+            http="httptools",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        # Only after the app has closed its clients: the servers then shut down cleanly.
+        for server in reversed(servers):
+            server.stop()
     return 0
 
 

@@ -134,6 +134,12 @@ def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | Non
     return server
 
 
+def redis_version(binary: str) -> str:
+    """ "7.0.15", from `redis-server --version`."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+    return next((word[2:] for word in out.split() if word.startswith("v=")), "unknown")
+
+
 def start_redis(
     data_dir: Path | None = None, *, port: int | None = None, log_path: Path | None = None
 ) -> Server:

@@ -40,6 +40,7 @@ class Settings:
     login_window: int = 900
     audit_log_level: int = logging.INFO
     data_dir: Path = field(default_factory=lambda: Path(".data"))
+    generated_secret: bool = False  # the key came from DATA_DIR (embedded mode), not SECRET_KEY
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +99,7 @@ class Settings:
             login_window=get("LOGIN_WINDOW", _positive, 900),
             audit_log_level=get("AUDIT_LOG_LEVEL", _log_level, logging.INFO),
             data_dir=data_dir,
+            generated_secret="SECRET_KEY" not in env or not env["SECRET_KEY"].strip(),
         )
 
 
