@@ -35,14 +35,14 @@ async def short_client(short_app: Starlette) -> AsyncIterator[httpx.AsyncClient]
         yield client
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.1) -> float:
+async def wait_until(condition: Callable[[], Awaitable[bool]], within: float, every: float = 0.1) -> float:
     """Poll a condition; return how long it took to become true."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < within:
         if await condition():
             return time.monotonic() - started
         await asyncio.sleep(every)
-    raise AssertionError(f"condition still false after {timeout} s")
+    raise AssertionError(f"condition still false after {within} s")
 
 
 async def anonymous(client: httpx.AsyncClient) -> bool:
@@ -82,7 +82,7 @@ async def test_status_html_is_the_countdown_widget(client: httpx.AsyncClient) ->
 
 async def test_session_dies_after_the_idle_timeout(short_client: httpx.AsyncClient, redis: Redis) -> None:
     await signup(short_client)
-    took = await wait_until(lambda: anonymous(short_client), timeout=IDLE + 3)
+    took = await wait_until(lambda: anonymous(short_client), within=IDLE + 3)
     assert took >= IDLE - 0.5
     assert session_keys(redis) == []
     assert (await short_client.get("/")).headers["location"] == "/login"
@@ -125,7 +125,7 @@ async def test_busy_session_outlives_idle_timeout_but_not_the_absolute_one(
 async def test_refresh_slides_the_idle_window(short_client: httpx.AsyncClient, redis: Redis) -> None:
     await signup(short_client)
     (key,) = session_keys(redis)
-    await wait_until(lambda: _below(redis, key, 1200), timeout=IDLE)
+    await wait_until(lambda: _below(redis, key, 1200), within=IDLE)
     r = await short_client.post("/session/refresh", headers=JSON)
     assert r.status_code == 200
     assert r.json()["expires_in"] == IDLE
