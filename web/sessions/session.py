@@ -145,24 +145,31 @@ class Session:
     async def login(self, user: SessionUser, *, ip: str, agent: str) -> None:
         """Sign in: a new id (the old one dies), app data carried over, deadlines from now."""
         self._check_loaded()
-        now = self._store.now()
-        fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: str(now), IP: ip, AGENT: agent}
+        now = self._store.clock()
+        fields = {
+            USER: user.id,
+            NAME: user.name,
+            CREATED: str(int(now)),
+            SEEN: str(int(now)),
+            IP: ip,
+            AGENT: agent,
+        }
         previous_user = self._fields.get(USER)
         if previous_user not in (None, user.id):
             self._data.clear()  # another person's data must not follow a switch of account
-        await self._move(fields, previous_user=previous_user)
+        await self._move(fields, previous_user=previous_user, created=now)
 
     async def cycle(self) -> None:
         """Give the session a new id, keeping everything else (deadlines included)."""
         self._check_loaded()
-        await self._move(dict(self._fields), previous_user=self._fields.get(USER))
+        await self._move(dict(self._fields), previous_user=self._fields.get(USER), created=self.created)
 
-    async def _move(self, fields: dict[str, str], *, previous_user: str | None) -> None:
+    async def _move(self, fields: dict[str, str], *, previous_user: str | None, created: float) -> None:
         old_digest = self.digest
         session_id = new_id()
         new_digest = digest(session_id)
         if USER in fields:
-            await self._store.index_add(fields[USER], new_digest, int(fields[CREATED]))
+            await self._store.index_add(fields[USER], new_digest, created)
         stored = {**fields, **{DATA_PREFIX + k: json.dumps(v) for k, v in self._data.items()}}
         self.ttl_ms = await self._store.create(new_digest, stored)
         if old_digest is not None:
@@ -192,8 +199,8 @@ class Session:
         if self.digest is None:
             if self._data:
                 # An anonymous visitor's first data: only now does the session need to exist.
-                now = str(self._store.now())
-                await self._move({CREATED: now, SEEN: now}, previous_user=None)
+                now = self._store.now()
+                await self._move({CREATED: str(now), SEEN: str(now)}, previous_user=None, created=now)
             return
         changed = {DATA_PREFIX + k: json.dumps(self._data[k]) for k in self._changed}
         deleted = [DATA_PREFIX + k for k in self._deleted]

@@ -82,9 +82,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
 local evicted = {}
-if extra > 0 then evicted = redis.call('ZPOPMIN', KEYS[1], extra) end
-local ttl = tonumber(ARGV[3]) - tonumber(ARGV[1])
-if redis.call('TTL', KEYS[1]) < ttl then redis.call('EXPIRE', KEYS[1], ttl) end
+if extra > 0 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra)) do
+    if member ~= ARGV[2] and #evicted < extra then
+      redis.call('ZREM', KEYS[1], member)
+      table.insert(evicted, member)
+    end
+  end
+end
+local ttl = math.ceil((tonumber(ARGV[3]) - tonumber(ARGV[1])) * 1000)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return evicted
 """
 
@@ -167,14 +174,15 @@ class SessionStore:
                 pipe.zrem(index_key(user_id), digest)
             await pipe.execute()
 
-    async def index_add(self, user_id: str, digest: str, created: int) -> None:
+    async def index_add(self, user_id: str, digest: str, created: float) -> None:
         """Record a new session in its user's index, before the session itself is written."""
+        # The score is the absolute deadline, to the millisecond so that the oldest goes first.
         evicted = await self._index_add(
             keys=[index_key(user_id)],
-            args=[self.now(), digest, created + self.absolute_timeout, MAX_SESSIONS_PER_USER],
+            args=[self.clock(), digest, round(created + self.absolute_timeout, 3), MAX_SESSIONS_PER_USER],
         )
         if evicted:
-            await self.redis.delete(*(session_key(old) for old in evicted[::2]))
+            await self.redis.delete(*(session_key(old) for old in evicted))
 
     async def user_sessions(self, user_id: str) -> dict[str, Record]:
         """Every live session of one user, by digest; prunes dead index entries on the way."""
