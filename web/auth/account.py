@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from web.audit import audit
 from web.auth.users import User
-from web.auth.views import client_ip, form_page, signed_in, too_many_attempts
+from web.auth.views import client_ip, form_page, signed_in, throttled
 from web.forms import read_form
 from web.htmx import is_htmx, redirect
 from web.services import services
@@ -53,14 +53,22 @@ async def change_password(request: Request) -> Response:
     values = await read_form(request, "current_password", "new_password")
     current, new = values["current_password"], values["new_password"]
 
-    def page(status: int = 200, errors: dict[str, str] | None = None, notice: str | None = None) -> Response:
+    def page(
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        notice: str | None = None,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         return form_page(
             request,
             PAGE,
             values={},
             errors=errors,
             notice=notice,
+            message=message,
             status=status,
+            headers=headers,
             min_length=svc.passwords.min_length,
         )
 
@@ -79,8 +87,9 @@ async def change_password(request: Request) -> Response:
     ip = client_ip(request)
     wait = await svc.throttle.retry_after(user.email, ip)
     if wait:
+        message, headers = throttled(wait)
         audit("login_throttled", ip=ip, user_id=str(user.id), level=logging.WARNING, retry_after=wait)
-        return too_many_attempts(request, PAGE, {}, wait)
+        return page(429, message=message, headers=headers)
     if not await svc.passwords.verify(current, user.password_hash):
         await svc.throttle.failed(user.email, ip)
         audit("password_change_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)

@@ -94,7 +94,8 @@ async def login(request: Request) -> Response:
     if wait:
         # Decided before the password is looked at, so a throttled guess learns nothing.
         audit("login_throttled", ip=ip, level=logging.WARNING, retry_after=wait)
-        return too_many_attempts(request, LOGIN_PAGE, values, wait)
+        message, headers = throttled(wait)
+        return form_page(request, LOGIN_PAGE, values=values, message=message, status=429, headers=headers)
 
     user = await User.by_email(email)
     # An unknown email still costs one bcrypt check: timing must not tell which emails exist.
@@ -117,12 +118,11 @@ async def login(request: Request) -> Response:
     return await start_session(request, user, "login_success")
 
 
-def too_many_attempts(request: Request, template: str, values: dict[str, str], wait: int) -> Response:
+def throttled(wait: int) -> tuple[str, dict[str, str]]:
+    """The message and headers of a 429, for a wait in seconds."""
     minutes = -(-wait // 60)
     message = f"Too many attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-    return form_page(
-        request, template, values=values, message=message, status=429, headers={"Retry-After": str(wait)}
-    )
+    return message, {"Retry-After": str(wait)}
 
 
 # -- sign up --------------------------------------------------------------------------------
