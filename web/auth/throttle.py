@@ -33,6 +33,14 @@ return locked
 """
 
 
+# One failure from a client address, in a fixed window (INCR, then a TTL on the first one).
+_IP_FAILED = """
+local failures = redis.call('INCR', KEYS[1])
+if failures == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return failures
+"""
+
+
 def _account_key(email: str) -> str:
     # Hashed: the throttle needs to tell accounts apart, not to know their addresses.
     return "t:a:" + base64.urlsafe_b64encode(hashlib.sha256(email.encode()).digest()[:18]).decode()
@@ -58,6 +66,7 @@ class LoginThrottle:
         self.window = window
         self.clock = clock
         self._account_failed = redis.register_script(_ACCOUNT_FAILED)
+        self._ip_failed = redis.register_script(_IP_FAILED)
 
     async def retry_after(self, email: str, ip: str) -> int:
         """Seconds this attempt must wait, or 0 if it may go ahead."""
@@ -77,10 +86,7 @@ class LoginThrottle:
             keys=[_account_key(email)],
             args=[int(self.clock()), self.max_failures, self.window, LOCK_CAP],
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.incr(_ip_key(ip))
-            pipe.expire(_ip_key(ip), self.window, nx=True)
-            await pipe.execute()
+        await self._ip_failed(keys=[_ip_key(ip)], args=[self.window])
         return int(locked)
 
     async def succeeded(self, email: str) -> None:
