@@ -7,24 +7,25 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from redis.asyncio import Redis as AsyncRedis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import SECRET
-from web.embedded import Server
+from web.services import connect_redis
 from web.sessions import SessionMiddleware, SessionStore, Signer, session_of
+from web.settings import Settings
 
 ROUNDS = 100
 RACE = {"X-Race": "1"}
 
 
 @pytest.fixture
-async def inline_app(redis_server: Server, redis: object) -> AsyncIterator[tuple[Starlette, asyncio.Barrier]]:
+async def inline_app(settings: Settings) -> AsyncIterator[tuple[Starlette, asyncio.Barrier]]:
     """A tiny app on the real session middleware, whose writers meet at a barrier after reading."""
-    client = AsyncRedis.from_url(redis_server.url, decode_responses=True)
+    assert settings.redis_url
+    client = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     barrier = asyncio.Barrier(2)
 
     async def start(request: Request) -> Response:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -154,6 +154,7 @@ def start_redis(
     port: int | None = None,
     log_path: Path | None = None,
     binary: str | None = None,
+    args: Sequence[str] = (),
 ) -> Server:
     """A redis-server on loopback; with data_dir, persisted to an append-only file there."""
     port = port or free_port()
@@ -173,7 +174,7 @@ def start_redis(
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
-    return _spawn("redis", argv, port, f"redis://127.0.0.1:{port}/0", log_path)
+    return _spawn("redis", [*argv, *args], port, f"redis://127.0.0.1:{port}/0", log_path)
 
 
 def start_mongo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio.cluster import RedisCluster
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -24,8 +25,14 @@ async def home(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     """200 when Redis and MongoDB both answer; otherwise 503 naming the one that does not."""
     svc = services(request)
+    # On a cluster, every master must answer: each holds a share of the sessions.
+    ping = (
+        svc.redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        if isinstance(svc.redis, RedisCluster)
+        else svc.redis.ping()
+    )
     checks = {
-        "redis": svc.redis.ping(),
+        "redis": ping,
         "mongodb": svc.mongo.admin.command("ping"),
     }
     results = await asyncio.gather(*checks.values(), return_exceptions=True)

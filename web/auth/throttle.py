@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from web.sessions.store import RedisClient
+from web.sessions.store import RedisClient, Script
 
 LOCK_CAP = 24 * 3600  # the longest lockout; also how long past lockouts are remembered
 
@@ -65,8 +65,8 @@ class LoginThrottle:
         self.ip_max_failures = ip_max_failures
         self.window = window
         self.clock = clock
-        self._account_failed = redis.register_script(_ACCOUNT_FAILED)
-        self._ip_failed = redis.register_script(_IP_FAILED)
+        self._account_failed = Script(redis, _ACCOUNT_FAILED)
+        self._ip_failed = Script(redis, _IP_FAILED)
 
     async def retry_after(self, email: str, ip: str) -> int:
         """Seconds this attempt must wait, or 0 if it may go ahead."""

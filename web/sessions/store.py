@@ -14,6 +14,7 @@ prune, and never a session missing from its user's index.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 RedisClient = Redis | RedisCluster
 
@@ -96,6 +98,26 @@ return evicted
 """
 
 
+class Script:
+    """A Lua script run by its SHA, sent whole (EVAL) to a server that has not seen it yet.
+
+    redis-py's own Script answers NOSCRIPT with SCRIPT LOAD, which a cluster client sends to
+    every master: one master down would then fail requests for keys on the others too.
+    EVAL goes only to the master that owns the key, and caches the script there.
+    """
+
+    def __init__(self, redis: RedisClient, source: str) -> None:
+        self.redis = redis
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.redis.eval(self.source, len(keys), *keys, *args)
+
+
 @dataclass(frozen=True)
 class Record:
     """A session as stored: its fields and the milliseconds it has left."""
@@ -127,10 +149,10 @@ class SessionStore:
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         self.clock = clock
-        self._load = redis.register_script(_LOAD)
-        self._create = redis.register_script(_CREATE)
-        self._update = redis.register_script(_UPDATE)
-        self._index_add = redis.register_script(_INDEX_ADD)
+        self._load = Script(redis, _LOAD)
+        self._create = Script(redis, _CREATE)
+        self._update = Script(redis, _UPDATE)
+        self._index_add = Script(redis, _INDEX_ADD)
 
     def now(self) -> int:
         return int(self.clock())
