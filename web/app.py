@@ -20,6 +20,7 @@ from web.security import SecurityMiddleware
 from web.services import Services
 from web.sessions import SessionMiddleware
 from web.settings import Settings, SettingsError
+from web.templating import compile_all
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             await init_beanie(database=svc.mongo.get_default_database(), document_models=[User])
             await svc.passwords.start()
+            compile_all()
             yield
         finally:
             await svc.close()

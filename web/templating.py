@@ -71,6 +71,12 @@ env.filters["isotime"] = isotime
 env.filters["ago"] = ago
 
 
+def compile_all() -> None:
+    """Compile every template now, at start-up, rather than on some user's first request."""
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)
+
+
 def render(
     request: Request,
     template: str,

@@ -73,6 +73,7 @@ class Passwords:
     async def start(self) -> None:
         """Make the stand-in hash for unknown accounts, so even the first miss costs one check."""
         self._dummy = (await self.hash("timing equaliser for unknown accounts")).encode()
+        await asyncio.get_running_loop().run_in_executor(self._pool, common_passwords)
 
     async def hash(self, password: str) -> str:
         hashed = await self._run(bcrypt.hashpw, _prehash(password), bcrypt.gensalt(self.rounds))
