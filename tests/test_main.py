@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from tests.conftest import PASSWORD
-from web.embedded import free_port
+from web.embedded import Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +168,54 @@ def test_a_killed_app_takes_its_servers_with_it(tmp_path: Path) -> None:
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_sigterm_lets_in_flight_requests_finish(
+    tmp_path: Path, redis_server: Server, mongo_server: Server
+) -> None:
+    port = free_port()
+    env = env_without_services(
+        REDIS_URL=redis_server.url,
+        MONGODB_URL=mongo_server.url.rsplit("/", 1)[0] + "/graceful",
+        SECRET_KEY="k" * 40,
+        COOKIE_SECURE="0",
+        PORT=str(port),
+        BCRYPT_ROUNDS="13",  # a sign-in that takes a while: long enough to stop the app during it
+    )
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        app = subprocess.Popen([sys.executable, "-m", "web"], env=env, cwd=tmp_path, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        form = {"first_name": "Ada", "last_name": "L", "email": "grace.ful@example.com", "password": PASSWORD}
+        assert httpx.post(f"{url}/signup", data=form, timeout=30).status_code == 303
+        result: dict[str, httpx.Response] = {}
+        monitor = Redis.from_url(redis_server.url, decode_responses=True)
+        with monitor.monitor() as commands:
+            request = threading.Thread(
+                target=lambda: result.update(
+                    r=httpx.post(
+                        f"{url}/login", data={"email": form["email"], "password": PASSWORD}, timeout=30
+                    )
+                )
+            )
+            request.start()
+            # The throttle check is the login's first step: once Redis sees it, the request is in flight.
+            for command in commands.listen():
+                if command["command"].startswith("HGET t:a:"):
+                    break
+        app.send_signal(signal.SIGTERM)
+        request.join(30)
+        assert result["r"].status_code == 303
+        assert app.wait(30) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert "Shutting down" in log.read_text()
