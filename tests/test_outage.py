@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 
 from tests.conftest import HX, login, make_client, signup
@@ -104,3 +106,29 @@ async def test_mongodb_down_gives_503_for_sign_in_but_pages_keep_working(
     finally:
         mongo.stop()
     assert not [rec for rec in caplog.records if rec.exc_info]
+
+
+async def test_a_sign_in_that_fails_half_way_leaves_no_half_session(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis fails between the index entry and the session write: 503, no session, index pruned."""
+    await signup(client)
+    client.cookies.clear()
+    store = app.state.services.store
+
+    async def broken_create(digest: str, fields: object) -> int:
+        raise RedisConnectionError("connection lost half-way")
+
+    monkeypatch.setattr(store, "create", broken_create)
+    r = await login(client)
+    assert r.status_code == 503
+    assert "set-cookie" not in r.headers
+    (index,) = redis.keys("u:*")
+    assert redis.zcard(index) == 2  # the signup's session and the dangling entry
+    assert len(redis.keys("s:*")) == 1
+    monkeypatch.undo()
+    async with make_client(app) as ada:
+        await login(ada)
+        page = await ada.get("/sessions")
+        assert page.text.count("<tr data-session=") == 2  # the dangling entry is not listed...
+    assert redis.zcard(index) == 2  # ...and was pruned: signup's + this one
