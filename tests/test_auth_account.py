@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from tests.conftest import HX, PASSWORD, login, make_client, session_keys, signup
 from web.app import create_app
+from web.auth.users import User
 from web.settings import Settings
 
 NEW_PASSWORD = "a brand new passphrase for ada"
@@ -184,3 +185,36 @@ async def test_password_change_is_throttled_like_login(client: httpx.AsyncClient
     assert r.status_code == 429 and "retry-after" in r.headers
     async with make_client(app) as other:
         assert (await login(other)).status_code == 429  # one counter per account
+
+
+# -- change name ------------------------------------------------------------------------------
+
+
+async def test_new_name_reaches_every_session_without_a_database_read(app: Starlette, redis: Redis) -> None:
+    async with make_client(app) as laptop, make_client(app) as phone:
+        await signup(laptop)
+        await login(phone)
+        r = await laptop.post("/account/profile", data={"first_name": "Augusta Ada", "last_name": "King"})
+        assert r.status_code == 303 and r.headers["location"] == "/account/profile"
+        assert "Your name was changed" in (await laptop.get("/account/profile")).text
+        assert all(redis.hget(k, "n") == "Augusta Ada King" for k in session_keys(redis))
+        assert "Hello, Augusta Ada King" in (await phone.get("/")).text
+        hx = await phone.post("/account/profile", data={"first_name": "Ada", "last_name": "King"}, headers=HX)
+        assert hx.text.lstrip().startswith('<form id="profile-form"')
+        assert 'id="navbar" class="navbar" hx-swap-oob="true"' in hx.text and "Ada King" in hx.text
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None and (user.first_name, user.last_name) == ("Ada", "King")
+
+
+async def test_bad_name_is_422_and_changes_nothing(client: httpx.AsyncClient, redis: Redis) -> None:
+    await signup(client)
+    r = await client.post("/account/profile", data={"first_name": "", "last_name": "x" * 101}, headers=HX)
+    assert r.status_code == 422
+    assert "Enter your first name." in r.text and "Use at most 100 characters." in r.text
+    assert redis.hget(session_keys(redis)[0], "n") == "Ada Lovelace"
+
+
+async def test_profile_needs_a_session(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/account/profile")).headers["location"] == "/login"
+    r = await client.post("/account/profile", data={"first_name": "A", "last_name": "B"})
+    assert r.headers["location"] == "/login"

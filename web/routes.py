@@ -29,6 +29,8 @@ routes: list[BaseRoute] = [
     Route("/sessions/{handle}/revoke", sessions.revoke, methods=["POST"], name="revoke_session"),
     Route("/account/password", account.password_page, methods=["GET"], name="password"),
     Route("/account/password", account.change_password, methods=["POST"]),
+    Route("/account/profile", account.profile_page, methods=["GET"], name="profile"),
+    Route("/account/profile", account.change_profile, methods=["POST"]),
     Route("/healthz", pages.healthz, name="healthz"),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

@@ -1,4 +1,4 @@
-"""Change password: check the current one (throttled like sign-in), end every other session."""
+"""The account pages: change password (ending every other session) and change name."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from web.audit import audit
 from web.auth.users import User
-from web.auth.views import client_ip, form_page, signed_in, throttled
+from web.auth.views import NAME_MAX, client_ip, form_page, signed_in, text_problem, throttled
 from web.forms import read_form
 from web.htmx import is_htmx, redirect
 from web.services import services
@@ -111,3 +111,43 @@ async def change_password(request: Request) -> Response:
         return page(notice=CHANGED)
     session[FLASH] = CHANGED
     return redirect(request, str(request.url_for("password").path))
+
+
+# -- profile: the name, which every session of the user carries for the navbar -------------
+
+PROFILE = "pages/profile.html"
+RENAMED = "Your name was changed on every device."
+
+
+async def profile_page(request: Request) -> Response:
+    user = await _current_user(request)
+    if user is None:
+        return redirect(request, "/login")
+    notice = (await signed_in(request)).pop(FLASH)
+    values = {"first_name": user.first_name, "last_name": user.last_name}
+    return form_page(request, PROFILE, values=values, notice=notice)
+
+
+async def change_profile(request: Request) -> Response:
+    user = await _current_user(request)
+    if user is None:
+        return redirect(request, "/login")
+    values = await read_form(request, "first_name", "last_name")
+    first, last = values["first_name"].strip(), values["last_name"].strip()
+    problems = {
+        "first_name": text_problem(first, "first name", NAME_MAX),
+        "last_name": text_problem(last, "last name", NAME_MAX),
+    }
+    errors = {field: message for field, message in problems.items() if message}
+    if errors:
+        return form_page(request, PROFILE, values=values, errors=errors, notice=None, status=422)
+    user.first_name, user.last_name = first, last
+    await user.save()
+    session = await signed_in(request)
+    await session.rename(user.display_name)
+    audit("profile_changed", ip=client_ip(request), user_id=str(user.id))
+    if is_htmx(request):
+        # The navbar shows the name too: swap it out of band.
+        return form_page(request, PROFILE, values=values, notice=RENAMED, oob=("partials/navbar.html",))
+    session[FLASH] = RENAMED
+    return redirect(request, str(request.url_for("profile").path))

@@ -41,13 +41,15 @@ def form_page(
     message: str | None = None,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    oob: tuple[str, ...] = (),
     **extra: Any,
 ) -> Response:
-    """A form page, or just its form for htmx; the password never goes back to the browser."""
+    """A form page, or just its form (and any `oob` partials) for htmx; never a password."""
     values = {k: v for k, v in values.items() if "password" not in k}
     context = {"values": values, "errors": errors or {}, "message": message, **extra}
-    block = "form" if is_htmx(request) else None
-    return render(request, template, context, block=block, status=status, headers=headers)
+    if is_htmx(request):
+        return render(request, template, context, block="form", oob=oob, status=status, headers=headers)
+    return render(request, template, context, status=status, headers=headers)
 
 
 async def signed_in(request: Request, *, touch: bool = True) -> Session:
@@ -128,7 +130,7 @@ def throttled(wait: int) -> tuple[str, dict[str, str]]:
 # -- sign up --------------------------------------------------------------------------------
 
 
-def _text_problem(value: str, what: str, limit: int) -> str | None:
+def text_problem(value: str, what: str, limit: int) -> str | None:
     if not value:
         return f"Enter your {what}."
     if len(value) > limit:
@@ -151,9 +153,9 @@ async def signup(request: Request) -> Response:
     first, last = values["first_name"].strip(), values["last_name"].strip()
     email, password = normalise_email(values["email"]), values["password"]
     problems = {
-        "first_name": _text_problem(first, "first name", NAME_MAX),
-        "last_name": _text_problem(last, "last name", NAME_MAX),
-        "email": _text_problem(email, "email address", EMAIL_MAX)
+        "first_name": text_problem(first, "first name", NAME_MAX),
+        "last_name": text_problem(last, "last name", NAME_MAX),
+        "email": text_problem(email, "email address", EMAIL_MAX)
         or (None if _EMAIL.fullmatch(email) else "Enter an email address like name@example.com."),
         "password": svc.passwords.problem(password, email=email) if password else "Choose a password.",
     }

@@ -179,6 +179,14 @@ class Session:
         self._deleted.clear()
         self.cookie = "set"
 
+    async def rename(self, name: str) -> None:
+        """Change the user's display name in every one of their sessions, this one included."""
+        user = self.user
+        if user is None:
+            raise RuntimeError("no user to rename")
+        await self._store.rename(user.id, name)
+        self._fields[NAME] = name
+
     async def destroy(self) -> None:
         """Sign out: delete the session everywhere and tell the browser to drop the cookie."""
         self._check_loaded()

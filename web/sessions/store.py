@@ -206,6 +206,11 @@ class SessionStore:
         if evicted:
             await self.redis.delete(*(session_key(old) for old in evicted))
 
+    async def rename(self, user_id: str, name: str) -> None:
+        """Rewrite the display name kept in each live session of a user."""
+        for digest in await self.user_sessions(user_id):
+            await self.update(digest, {NAME: name}, ())
+
     async def user_sessions(self, user_id: str) -> dict[str, Record]:
         """Every live session of one user, by digest; prunes dead index entries on the way."""
         index = index_key(user_id)
