@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -145,6 +147,9 @@ async def test_dead_index_entries_are_pruned_on_read(app: Starlette, devices: De
 
 
 async def test_index_never_grows_past_its_cap(app: Starlette, redis: Redis) -> None:
+    store = app.state.services.store
+    seconds = itertools.count()
+    store.clock = lambda: time.time() + next(seconds)  # each sign-in a moment later than the last
     async with make_client(app) as first:
         await signup(first)
         for _ in range(MAX_SESSIONS_PER_USER + 4):

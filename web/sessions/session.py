@@ -145,15 +145,8 @@ class Session:
     async def login(self, user: SessionUser, *, ip: str, agent: str) -> None:
         """Sign in: a new id (the old one dies), app data carried over, deadlines from now."""
         self._check_loaded()
-        now = self._store.clock()
-        fields = {
-            USER: user.id,
-            NAME: user.name,
-            CREATED: str(int(now)),
-            SEEN: str(int(now)),
-            IP: ip,
-            AGENT: agent,
-        }
+        now = self._store.now()
+        fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: str(now), IP: ip, AGENT: agent}
         previous_user = self._fields.get(USER)
         if previous_user not in (None, user.id):
             self._data.clear()  # another person's data must not follow a switch of account
@@ -164,7 +157,7 @@ class Session:
         self._check_loaded()
         await self._move(dict(self._fields), previous_user=self._fields.get(USER), created=self.created)
 
-    async def _move(self, fields: dict[str, str], *, previous_user: str | None, created: float) -> None:
+    async def _move(self, fields: dict[str, str], *, previous_user: str | None, created: int) -> None:
         old_digest = self.digest
         session_id = new_id()
         new_digest = digest(session_id)

