@@ -48,10 +48,11 @@ class Session:
         """Read the session once; touch slides its idle window (a poll must not)."""
         if self.loaded:
             return self
-        self.loaded = True
         if self.digest is None:
+            self.loaded = True
             return self
         record = await self._store.load(self.digest, touch=touch)
+        self.loaded = True  # only now: a failed read leaves it unloaded (the error page is anonymous)
         if record is None:
             # Expired, revoked or signed out: never adopt the id again, and drop the cookie.
             self.expired_digest, self.id, self.digest = self.digest, None, None
@@ -64,10 +65,6 @@ class Session:
             else:
                 self._fields[name] = value
         return self
-
-    @property
-    def exists(self) -> bool:
-        return self.digest is not None
 
     @property
     def user(self) -> SessionUser | None:
@@ -208,17 +205,3 @@ class Session:
         await self._store.update(self.digest, changed, deleted)
         self._changed.clear()
         self._deleted.clear()
-
-    # -- what the sessions page shows ---------------------------------------------------------
-
-    @property
-    def ip(self) -> str:
-        return self._fields.get(IP, "")
-
-    @property
-    def agent(self) -> str:
-        return self._fields.get(AGENT, "")
-
-    @property
-    def seen(self) -> int:
-        return int(self._fields.get(SEEN, 0))
