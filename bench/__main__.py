@@ -29,7 +29,7 @@ import httpx
 from redis import Redis
 
 from bench import redis_probe, report, wrk
-from bench.servers import Uvicorn, serve
+from bench.servers import Uvicorn, machine_cpu_seconds, own_cpu_seconds, serve
 from web.embedded import Server, start_mongo, start_redis
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -222,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         log("starting redis-server, SecantusDB, the app and the ceiling; signing up accounts")
         setup = start_servers(services, servers, args)
         runs = []
+        pids = [s.process.pid for s in services] + [s.process.pid for s in servers]
         for n in range(args.runs):
             log(f"run {n + 1} of {args.runs}")
+            (busy, steal), own, wall = machine_cpu_seconds(), own_cpu_seconds(pids), time.monotonic()
             runs.append(one_run(setup, args, log))
+            (busy2, steal2), own2, wall2 = machine_cpu_seconds(), own_cpu_seconds(pids), time.monotonic()
+            # Whatever else ran meanwhile, in cores: the figures of a run with much of it are suspect.
+            runs[-1]["other_cores"] = max(0.0, (busy2 - busy) - (own2 - own)) / (wall2 - wall)
+            runs[-1]["steal_cores"] = (steal2 - steal) / (wall2 - wall)
         if args.profile:
             log("profiling signed-in GET / with py-spy")
             log(f"flamegraph: {profile(setup, args)}")

@@ -211,11 +211,14 @@ def table(s: dict[str, Any]) -> str:
         f"<= {MAX_SESSION_BYTES} B", mem["total"] <= MAX_SESSION_BYTES)  # fmt: skip
     mach = s["machine"]
     load = ", ".join(f"{x:.2f}" for x in mach["load_average_before"])
+    others = " / ".join(f"{r['other_cores']:.2f}" for r in s["runs"])
+    steal = " / ".join(f"{r['steal_cores']:.2f}" for r in s["runs"])
     lines = [
         f"Machine: {mach['cores']} cores, {mach['cpu']}; Python {mach['python']}, redis {mach['redis']}, "
         f"uvicorn {mach['uvicorn']} (1 worker, uvloop, httptools), {mach['wrk']}; load average before {load}",
         f"{len(runs['page_rps'])} runs of {opt['duration']:g} s each after {opt['warmup']:g} s warm-up; "
         "medians, and each run's figure (run 1 / run 2 / ...)",
+        f"Other processes used {others} cores during the runs (steal {steal}): the noise to allow for",
         "",
         "| # | Measure | Median | Runs | Target | |",
         "|---|---|---|---|---|---|",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -18,6 +19,28 @@ from web.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, all of its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def own_cpu_seconds(pids: list[int]) -> float:
+    """CPU time of this benchmark: itself, its finished children (wrk, bcrypt) and these servers."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+    return done + sum(cpu_seconds(pid) for pid in pids)
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """Busy and stolen CPU time of the whole machine so far, all cores (/proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq) / CLOCK_TICK, steal / CLOCK_TICK
 
 
 def _die_with_parent() -> None:
@@ -35,9 +58,7 @@ class Uvicorn:
     log: Path
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time of the server so far, all of its threads."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process.poll() is None:
