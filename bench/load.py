@@ -1,0 +1,333 @@
+"""`python -m bench.load`: keep the app busy with signed-in traffic and check every answer.
+
+Starts redis-server (persisted to a data folder, so a restart keeps the sessions), SecantusDB
+and the app (uvicorn, one worker), signs up --users accounts over HTTP, then keeps --clients
+workers busy for --duration seconds on a mix of GET /, GET /session, POST /session/refresh
+and POST /login, each worker on a session of its own. Every answer must be the expected 2xx
+or 3xx. With --restart-redis, Redis is stopped half-way and started again on the same port
+and data folder: requests in flight during that outage may be 503 with Retry-After, nothing
+else, and the same sessions must work after it. Exit status 1 when that does not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.servers import Uvicorn, serve
+from web.embedded import Server, start_mongo, start_redis
+
+PASSWORD = "load test passphrase, long enough"
+TIMEOUT_S = 10.0
+JSON = {"Accept": "application/json"}
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+# kind -> (weight in the mix, the status a signed-in user must get)
+KINDS: dict[str, tuple[int, int]] = {
+    "GET /": (4, 200),
+    "GET /session": (3, 200),
+    "POST /session/refresh": (2, 200),
+    "POST /login": (1, 303),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    users: int = 20
+    clients: int = 16
+    duration: float = 10.0
+    restart_redis: bool = False
+    outage: float = 1.0  # seconds Redis stays down
+    bcrypt_rounds: int = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    kind: str
+    status: int  # 0: no HTTP answer at all
+    start: float  # time.monotonic()
+    end: float
+    good: bool  # the expected status (and, for GET /session, still signed in)
+    retry_after: bool
+    error: str = ""
+
+    @property
+    def ms(self) -> float:
+        return (self.end - self.start) * 1000
+
+
+@dataclass(frozen=True)
+class Outage:
+    down: float  # time.monotonic() just before Redis was stopped
+    up: float  # ... and once the restarted Redis listened
+
+    def covers(self, sample: Sample) -> bool:
+        return sample.start <= self.up and sample.end >= self.down
+
+
+# -- the servers -----------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    redis: Server
+    mongo: Server
+    app: Uvicorn
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.app.url
+
+    def restart_redis(self, down_for: float) -> Outage:
+        """Stop Redis (SIGTERM: it writes its append-only file), wait, start it on the same port."""
+        down = time.monotonic()
+        self.redis.stop()
+        time.sleep(down_for)
+        self.redis = start_redis(
+            self.workdir / "redis", port=self.redis.port, log_path=self.workdir / "redis.log"
+        )
+        return Outage(down, time.monotonic())
+
+    def app_tracebacks(self) -> int:
+        return self.app.log.read_text(errors="replace").count("Traceback")
+
+
+@contextlib.contextmanager
+def stack(workdir: Path, bcrypt_rounds: int) -> Iterator[Stack]:
+    """Redis, SecantusDB and the app; the app stops first, while its services still answer."""
+    redis = start_redis(workdir / "redis", log_path=workdir / "redis.log")
+    running: Stack | None = None
+    try:
+        with contextlib.ExitStack() as cleanup:
+            mongo = start_mongo(log_path=workdir / "mongodb.log")
+            # In memory, nothing to flush: no need to wait out a SIGTERM it sometimes misses
+            # (the wake-up connection of Server.stop can come before the signal), then SIGKILL.
+            cleanup.callback(mongo.stop, 1.0)
+            env = {
+                "REDIS_URL": redis.url,
+                "MONGODB_URL": mongo.url,
+                "SECRET_KEY": secrets.token_urlsafe(40),
+                "COOKIE_SECURE": "0",  # plain http on loopback
+                "BCRYPT_ROUNDS": str(bcrypt_rounds),
+            }
+            app = serve("app", "web.app:from_env", env, workdir / "app.log", "/healthz")
+            cleanup.callback(app.stop)
+            running = Stack(redis, mongo, app, workdir)
+            yield running
+    finally:
+        (running.redis if running else redis).stop()  # the restarted one, if it was restarted
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+def email(n: int) -> str:
+    return f"load-{n}@example.com"
+
+
+async def sign_up(url: str, users: int) -> None:
+    """Create the accounts over HTTP, a few at a time."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(client: httpx.AsyncClient, n: int) -> None:
+        async with gate:
+            form = {"first_name": "Load", "last_name": f"User {n}", "email": email(n), "password": PASSWORD}
+            reply = await client.post("/signup", data=form)
+        if reply.status_code != 303:
+            raise RuntimeError(f"sign-up of {email(n)} failed: {reply.status_code} {reply.text[:300]}")
+
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
+        await asyncio.gather(*(one(client, n) for n in range(users)))
+
+
+async def request(client: httpx.AsyncClient, kind: str, user: int) -> httpx.Response:
+    if kind == "GET /":
+        return await client.get("/")
+    if kind == "GET /session":
+        return await client.get("/session", headers=JSON)
+    if kind == "POST /session/refresh":
+        return await client.post("/session/refresh", headers={**SAME_ORIGIN, **JSON})
+    form = {"email": email(user), "password": PASSWORD}
+    return await client.post("/login", data=form, headers=SAME_ORIGIN)
+
+
+async def measure(client: httpx.AsyncClient, kind: str, user: int) -> Sample:
+    start = time.monotonic()
+    try:
+        reply = await request(client, kind, user)
+    except httpx.HTTPError as exc:
+        return Sample(kind, 0, start, time.monotonic(), good=False, retry_after=False, error=repr(exc))
+    end = time.monotonic()
+    good = reply.status_code == KINDS[kind][1]
+    signed_out = kind == "GET /session" and good and reply.json().get("authenticated") is not True
+    return Sample(
+        kind,
+        reply.status_code,
+        start,
+        end,
+        good=good and not signed_out,
+        retry_after="retry-after" in reply.headers,
+        error="signed out" if signed_out else "",
+    )
+
+
+async def drive(url: str, options: Options, started: threading.Event) -> list[Sample]:
+    """Sign each worker in on a session of its own, then run the mix until the time is up."""
+    samples: list[Sample] = []
+    kinds, weights = list(KINDS), [weight for weight, _ in KINDS.values()]
+
+    async def work(client: httpx.AsyncClient, user: int, deadline: float, rng: random.Random) -> None:
+        while time.monotonic() < deadline:
+            samples.append(await measure(client, rng.choices(kinds, weights)[0], user))
+
+    async with contextlib.AsyncExitStack() as clients_stack:
+        clients = [
+            await clients_stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S))
+            for _ in range(options.clients)
+        ]
+        workers = [(client, n % options.users) for n, client in enumerate(clients)]  # (client, user)
+        signed_in = await asyncio.gather(*(measure(c, "POST /login", u) for c, u in workers))
+        if not all(s.good for s in signed_in):
+            raise RuntimeError(f"signing the workers in failed: {[s.status for s in signed_in]}")
+        started.set()
+        deadline = time.monotonic() + options.duration
+        await asyncio.gather(*(work(c, u, deadline, random.Random(n)) for n, (c, u) in enumerate(workers)))
+    return samples
+
+
+# -- the verdict -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] if ordered else math.nan
+
+
+@dataclass
+class Report:
+    samples: list[Sample]
+    seconds: float
+    outage: Outage | None = None
+    tracebacks: int = 0  # in the app's log
+    began: float = field(default_factory=time.monotonic)  # when the timed load started
+
+    def excused(self, sample: Sample) -> bool:
+        """A 503 with Retry-After for a request in flight while Redis was down."""
+        return (
+            self.outage is not None
+            and self.outage.covers(sample)
+            and sample.status == 503
+            and sample.retry_after
+        )
+
+    @property
+    def unavailable(self) -> list[Sample]:
+        return [s for s in self.samples if not s.good and self.excused(s)]
+
+    @property
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if not s.good and not self.excused(s)]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.samples) and not self.failures and not self.tracebacks
+
+    def table(self) -> str:
+        head = f"{'':22} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'503':>6} {'failed':>7}"
+        lines = [head]
+        for kind in [*KINDS, "all"]:
+            rows = [s for s in self.samples if kind in (s.kind, "all")]
+            good_ms = [s.ms for s in rows if s.good]
+            lines.append(
+                f"{kind:22} {len(rows):9d} {len(rows) / self.seconds:8.1f} "
+                f"{percentile(good_ms, 50):8.1f} {percentile(good_ms, 99):8.1f} "
+                f"{sum(1 for s in rows if self.excused(s)):6d} "
+                f"{sum(1 for s in rows if not s.good and not self.excused(s)):7d}"
+            )
+        lines.append("(latencies of the expected answers only)")
+        if self.outage:
+            down, up = self.outage.down - self.began, self.outage.up - self.began
+            lines.append(
+                f"Redis down from {down:.2f} s to {up:.2f} s ({up - down:.2f} s): "
+                f"{len(self.unavailable)} answers in that window were 503 with Retry-After."
+            )
+        for sample in self.failures[:10]:
+            at = sample.start - self.began
+            lines.append(f"FAILED  {sample.kind} at {at:.2f} s: {sample.status} {sample.error}")
+        if self.tracebacks:
+            lines.append(f"FAILED  {self.tracebacks} tracebacks in the app's log")
+        lines.append("OK" if self.ok else f"FAILED: {len(self.failures)} unexpected answers")
+        return "\n".join(lines)
+
+
+def run(running: Stack, options: Options) -> Report:
+    """Sign up the users, run the load (restarting Redis half-way if asked) and judge the answers."""
+    asyncio.run(sign_up(running.url, options.users))
+    started = threading.Event()
+    # The load runs on a thread of its own, so that the restart below (blocking calls, and a
+    # server that must be started from this thread, see web.embedded) never stalls its loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        load = pool.submit(asyncio.run, drive(running.url, options, started))
+        while not started.wait(0.1):
+            if load.done():
+                load.result()  # signing in failed: raise that
+        began = time.monotonic()
+        outage = None
+        if options.restart_redis:
+            time.sleep(max(0.0, (options.duration - options.outage) / 2))
+            outage = running.restart_redis(options.outage)
+        samples = load.result()
+    seconds = max(time.monotonic() - began, 1e-9)
+    return Report(samples, seconds, outage, running.app_tracebacks(), began=began)
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20, help="accounts to sign up (20)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent workers (16)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (10)")
+    parser.add_argument("--restart-redis", action="store_true", help="stop and restart Redis half-way")
+    parser.add_argument("--outage", type=float, default=1.0, help="seconds Redis stays down (1)")
+    parser.add_argument("--bcrypt-rounds", type=int, default=4, help="the app's BCRYPT_ROUNDS (4)")
+    args = parser.parse_args(argv)
+    return Options(
+        users=args.users,
+        clients=args.clients,
+        duration=args.duration,
+        restart_redis=args.restart_redis,
+        outage=args.outage,
+        bcrypt_rounds=args.bcrypt_rounds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        try:
+            with stack(Path(tmp), options.bcrypt_rounds) as running:
+                report = run(running, options)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(report.table())
+        if not report.ok:
+            print(f"\nThe app's log:\n{running.app.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
