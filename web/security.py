@@ -68,7 +68,11 @@ def is_cross_origin(scope: Scope) -> bool:
     origin = headers.get("origin")
     if origin is None:
         return False  # not from a browser form; the SameSite=Lax cookie covers old browsers
-    return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[": not an origin any page of ours would send
+        return True
+    return netloc.lower() != headers.get("host", "").lower()
 
 
 class SecurityMiddleware:

@@ -42,7 +42,8 @@ class Signer:
     def unsign(self, cookie: str) -> tuple[str, bool] | None:
         """Return (id, signed with the current key) for a genuine cookie, else None."""
         session_id, _, mac = cookie.partition(".")
-        if not _ID.fullmatch(session_id):
+        # A genuine MAC is base64url; compare_digest raises on a str that is not ASCII.
+        if not _ID.fullmatch(session_id) or not mac.isascii():
             return None
         for i, key in enumerate(self.keys):
             if hmac.compare_digest(mac, self._mac(key, "session", session_id)):

@@ -50,7 +50,8 @@ end
 local ttl
 if ARGV[4] == '1' then
   ttl = math.min(tonumber(ARGV[2]), left)
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  -- An absolute time, not a relative one: the request's own latency must not stretch the deadline.
+  redis.call('PEXPIREAT', KEYS[1], now + ttl)
   if now - seen * 1000 >= tonumber(ARGV[5]) * 1000 then
     redis.call('HSET', KEYS[1], 's', math.floor(now / 1000))
   end
@@ -63,7 +64,7 @@ return {ttl, h}
 # Write a new session and its expiry together, so no session ever lives without a TTL.
 _CREATE = """
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 """
 
@@ -176,11 +177,12 @@ class SessionStore:
 
     async def create(self, digest: str, fields: Mapping[str, Any]) -> int:
         """Store a new session; return its TTL in milliseconds."""
-        created = int(fields[CREATED])
-        ttl_ms = min(self.idle_timeout, created + self.absolute_timeout - self.now()) * 1000
+        now_ms = int(self.clock() * 1000)
+        deadline_ms = (int(fields[CREATED]) + self.absolute_timeout) * 1000
+        expires_at = min(now_ms + self.idle_timeout * 1000, deadline_ms)
         flat = [x for pair in fields.items() for x in pair]
-        await self._create(keys=[session_key(digest)], args=[ttl_ms, *flat])
-        return ttl_ms
+        await self._create(keys=[session_key(digest)], args=[expires_at, *flat])
+        return expires_at - now_ms
 
     async def update(self, digest: str, changed: Mapping[str, str], deleted: Iterable[str]) -> bool:
         """Write just these fields if the session still exists; False if it is gone."""

@@ -132,7 +132,12 @@ async def revoke(request: Request) -> Response:
         return redirect(request, "/login")
     signer = services(request).signer
     handle = request.path_params["handle"]
-    targets = [d for d in records if hmac.compare_digest(signer.handle(d), handle) and d != session.digest]
+    # A handle is base64url; compare_digest raises on a str that is not ASCII (and it names nothing).
+    targets = [
+        d
+        for d in records
+        if handle.isascii() and hmac.compare_digest(signer.handle(d), handle) and d != session.digest
+    ]
     await _revoke(request, session, records, targets)
     if not is_htmx(request):
         return redirect(request, str(request.url_for("sessions").path))
