@@ -38,6 +38,7 @@
     all("[data-countdown-time]").forEach(function (t) { t.textContent = mmss(left); t.hidden = left === 0; });
     all("[data-countdown-stay]").forEach(function (b) { b.hidden = left === 0 || left > warnAt; });
     all("[data-countdown-expired]").forEach(function (m) { m.hidden = left > 0; });
+    all("[data-countdown-live]").forEach(function (b) { b.hidden = left === 0; }); // useless once it is over
     el.classList.toggle("warning", left > 0 && left <= warnAt);
     el.classList.toggle("expired", left === 0);
     // Screen readers hear the warning and the end, not every tick.
@@ -64,7 +65,8 @@
 
   // After a form comes back with errors, put the keyboard on the first field to fix.
   document.addEventListener("htmx:afterSwap", function (event) {
-    var target = event.detail.target;
+    // With hx-swap="outerHTML" the target was replaced: look in what came in (event.target) instead.
+    var target = event.detail.target && event.detail.target.isConnected ? event.detail.target : event.target;
     var invalid = target && target.querySelector && target.querySelector("[aria-invalid='true']");
     if (invalid) invalid.focus();
     else if (target && target.id === "main") target.focus();

@@ -108,12 +108,6 @@ def test_errors_are_tied_to_their_fields_and_announced(
             expect(announce).to_contain_text(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: static/app.js looks for the invalid field in event.detail.target, which with "
-    "hx-swap=outerHTML is the form just replaced (detached), so focus never reaches the first field "
-    "to fix",
-)
 @pytest.mark.parametrize("form", ["login", "signup"])
 def test_after_a_failed_submit_focus_is_on_the_first_field_to_fix(page: Page, app: App, form: str) -> None:
     page.goto(f"/{form}")

@@ -184,16 +184,7 @@ def test_sign_out_swaps_in_the_login_form_and_back_does_not_show_the_private_pag
     "js",
     [
         pytest.param(True, id="js"),
-        pytest.param(
-            False,
-            id="nojs",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="app bug: after a plain-form sign-out, Back restores the private home page from "
-                'Chrome\'s back/forward cache despite no-store (fix: send Clear-Site-Data: "cache" '
-                "with the sign-out response)",
-            ),
-        ),
+        pytest.param(False, id="nojs"),
     ],
 )
 def test_back_after_signing_out_never_shows_a_private_page(

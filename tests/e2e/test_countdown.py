@@ -81,11 +81,6 @@ def test_stay_signed_in_is_hidden_until_the_warning(page: Page, app: App) -> Non
     expect(widget.locator("[data-countdown-stay]")).to_be_hidden(timeout=2_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: at zero the home page's own 'Stay signed in' stays on offer, and a click on it "
-    "only swaps in the expired widget again (401), instead of leading to /login",
-)
 def test_at_zero_no_button_on_the_page_is_a_dead_end(
     serve: Callable[..., App], new_context: NewContext, shot: Shot
 ) -> None:

@@ -193,8 +193,12 @@ async def logout(request: Request) -> Response:
     if session.user:
         audit("logout", ip=client_ip(request), user_id=session.user.id, session=_handle(svc, session))
     await session.destroy()
+    # Chrome's back/forward cache may keep the private page despite no-store: drop it too.
+    clear = {"Clear-Site-Data": '"cache"'}
     if not is_htmx(request):
-        return redirect(request, "/login")
+        response = redirect(request, "/login")
+        response.headers.update(clear)
+        return response
     # Swap the sign-in form into the page and the navbar out of band: no reload.
     return render(
         request,
@@ -202,5 +206,5 @@ async def logout(request: Request) -> Response:
         {"values": {"email": ""}, "errors": {}, "message": None},
         block="content",
         oob=("partials/navbar.html",),
-        headers={"HX-Push-Url": "/login"},
+        headers={"HX-Push-Url": "/login", **clear},
     )
