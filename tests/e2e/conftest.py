@@ -62,6 +62,10 @@ APP_VARIABLES = {
 }  # fmt: skip
 SERIOUS = ("serious", "critical")
 
+# The fixtures' shapes, for the tests' type hints.
+Shot = Callable[[Page, str], Path]
+NewContext = Callable[..., BrowserContext]
+
 # The countdown needs a few seconds of real time; every other wait is far shorter.
 expect.set_options(timeout=10_000)
 

@@ -4,18 +4,13 @@ fields and announced, and a keyboard alone is enough to sign in and out."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import App, axe_violations, create_account, new_account, sign_in
+from tests.e2e.conftest import App, NewContext, Shot, axe_violations, create_account, new_account, sign_in
 
 pytestmark = pytest.mark.e2e
-
-Shot = Callable[[Page, str], Path]
-NewContext = Callable[..., BrowserContext]
 
 
 def submit_signup_with_errors(page: Page) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Response, expect
+from playwright.sync_api import Page, Response, expect
 
 from tests.e2e.conftest import (
     DOCS_SCREENSHOT,
     App,
     Navigations,
+    NewContext,
+    Shot,
     create_account,
     mark_document,
     new_account,
@@ -23,9 +23,6 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-Shot = Callable[[Page, str], Path]
-NewContext = Callable[..., BrowserContext]
 
 
 def fill_signup(page: Page, first: str, last: str, email: str, password: str) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import (
     App,
+    NewContext,
+    Shot,
     axe_violations,
     countdown_seconds,
     create_account,
@@ -20,8 +21,6 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-Shot = Callable[[Page, str], Path]
-NewContext = Callable[..., BrowserContext]
 IDLE = 8  # seconds; the warning shows from min(60, IDLE // 2) = 4 seconds left
 
 

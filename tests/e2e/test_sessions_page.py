@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import App, create_account, sign_in
+from tests.e2e.conftest import App, NewContext, Shot, create_account, sign_in
 
 pytestmark = pytest.mark.e2e
-
-Shot = Callable[[Page, str], Path]
-NewContext = Callable[..., BrowserContext]
 
 
 def expect_signed_out(page: Page, app: App) -> None:
