@@ -6,6 +6,7 @@ import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -57,10 +58,17 @@ def settings(redis_server: Server, mongo_server: Server, redis: Redis) -> Settin
     )
 
 
+@asynccontextmanager
+async def running(settings: Settings, **changes: Any) -> AsyncIterator[Starlette]:
+    """The app on these settings (with `changes`), started and stopped around the block."""
+    application = create_app(dataclasses.replace(settings, **changes))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with running(settings) as application:
         yield application
 
 
@@ -72,11 +80,6 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 def make_client(app: Starlette, **kwargs: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL, **kwargs)
-
-
-async def run_app(settings: Settings, **changes: Any) -> Starlette:
-    """For tests that need other settings: call inside `async with app.router.lifespan_context`."""
-    return create_app(dataclasses.replace(settings, **changes))
 
 
 HX = {"HX-Request": "true"}

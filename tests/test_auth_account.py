@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +11,7 @@ import pytest
 from redis import Redis
 from starlette.applications import Starlette
 
-from tests.conftest import HX, PASSWORD, login, make_client, session_keys, signup
-from web.app import create_app
+from tests.conftest import HX, PASSWORD, login, make_client, running, session_keys, signup
 from web.auth.users import User
 from web.settings import Settings
 
@@ -149,11 +147,8 @@ async def test_unknown_accounts_are_throttled_alike(client: httpx.AsyncClient) -
 
 @pytest.fixture
 async def proxied_app(settings: Settings) -> AsyncIterator[Starlette]:
-    behind_proxy = dataclasses.replace(
-        settings, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),), login_ip_max_failures=5
-    )
-    app = create_app(behind_proxy)
-    async with app.router.lifespan_context(app):
+    proxy = (ipaddress.ip_network("127.0.0.1/32"),)
+    async with running(settings, trusted_proxies=proxy, login_ip_max_failures=5) as app:
         yield app
 
 

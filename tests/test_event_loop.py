@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 
 import httpx
 import pytest
 
-from tests.conftest import HX, PASSWORD, login, make_client, signup
-from web.app import create_app
+from tests.conftest import HX, PASSWORD, login, make_client, running, signup
 from web.settings import Settings
 
 SLOW_S = 0.05  # a step of the loop that takes longer than this stalls every other request
@@ -20,8 +18,7 @@ async def test_no_slow_callbacks_while_signing_up_in_and_browsing(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Real bcrypt cost: hashing must happen in worker threads, never on the loop.
-    app = create_app(dataclasses.replace(settings, bcrypt_rounds=12))
-    async with app.router.lifespan_context(app):
+    async with running(settings, bcrypt_rounds=12) as app:
         loop = asyncio.get_running_loop()
         loop.set_debug(True)
         loop.slow_callback_duration = SLOW_S

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +13,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 
-from tests.conftest import HX, login, make_client, signup
-from web.app import create_app
+from tests.conftest import HX, login, make_client, running, signup
 from web.embedded import Server, start_mongo, start_redis
 from web.settings import Settings
 
@@ -32,8 +30,7 @@ def own_redis(tmp_path: Path) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def outage_app(settings: Settings, own_redis: Server) -> AsyncIterator[Starlette]:
-    app = create_app(dataclasses.replace(settings, redis_url=own_redis.url))
-    async with app.router.lifespan_context(app):
+    async with running(settings, redis_url=own_redis.url) as app:
         yield app
 
 
@@ -87,9 +84,8 @@ async def test_mongodb_down_gives_503_for_sign_in_but_pages_keep_working(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     mongo = start_mongo(tmp_path / "mongo")
-    app = create_app(dataclasses.replace(settings, mongodb_url=mongo.url))
     try:
-        async with app.router.lifespan_context(app), make_client(app) as client:
+        async with running(settings, mongodb_url=mongo.url) as app, make_client(app) as client:
             await signup(client)
             mongo.stop()
             # The signed-in page needs no database: it keeps working through the outage.

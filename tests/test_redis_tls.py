@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_client, signup
-from web.app import create_app
+from tests.conftest import make_client, running, signup
 from web.embedded import Server, free_port, start_redis
 from web.settings import Settings
 
@@ -66,8 +64,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
 async def test_sessions_over_tls(settings: Settings, tls_redis: tuple[Server, Path]) -> None:
     server, cert = tls_redis
     url = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={cert}"
-    app = create_app(dataclasses.replace(settings, redis_url=url))
-    async with app.router.lifespan_context(app), make_client(app) as client:
+    async with running(settings, redis_url=url) as app, make_client(app) as client:
         assert (await signup(client)).status_code == 303
         assert (await client.get("/")).status_code == 200
         assert (await client.get("/healthz")).json() == {"redis": "ok", "mongodb": "ok"}

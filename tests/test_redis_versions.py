@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import HX, login, make_client, signup
-from web.app import create_app
+from tests.conftest import HX, login, make_client, running, signup
 from web.embedded import EmbeddedError, Server, bundled_redis_binary, redis_version, start_redis
 from web.settings import Settings
 
@@ -27,8 +25,11 @@ def redis_62() -> Iterator[Server]:
 
 
 async def test_everything_works_on_redis_6_2(settings: Settings, redis_62: Server) -> None:
-    app = create_app(dataclasses.replace(settings, redis_url=redis_62.url))
-    async with app.router.lifespan_context(app), make_client(app) as ada, make_client(app) as phone:
+    async with (
+        running(settings, redis_url=redis_62.url) as app,
+        make_client(app) as ada,
+        make_client(app) as phone,
+    ):
         assert (await signup(ada)).status_code == 303
         assert (await ada.get("/")).status_code == 200
         assert (await ada.get("/session", headers={"Accept": "application/json"})).json()["authenticated"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -12,8 +11,7 @@ import pytest
 from redis import Redis
 from starlette.applications import Starlette
 
-from tests.conftest import HX, make_client, session_keys, signup
-from web.app import create_app
+from tests.conftest import HX, make_client, running, session_keys, signup
 from web.settings import Settings
 
 IDLE, ABSOLUTE = 2, 4
@@ -22,10 +20,7 @@ JSON = {"Accept": "application/json"}
 
 @pytest.fixture
 async def short_app(settings: Settings) -> AsyncIterator[Starlette]:
-    app = create_app(
-        dataclasses.replace(settings, session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE)
-    )
-    async with app.router.lifespan_context(app):
+    async with running(settings, session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE) as app:
         yield app
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 from redis import Redis
 from starlette.applications import Starlette
 
-from tests.conftest import login, make_client, session_keys, set_session_cookie, signup
-from web.app import create_app
+from tests.conftest import login, make_client, running, session_keys, set_session_cookie, signup
 from web.services import Services
 from web.sessions import Session, Signer
 from web.sessions.ids import digest
@@ -33,8 +30,7 @@ async def test_cookie_attributes_are_strict(client: httpx.AsyncClient) -> None:
 
 
 async def test_cookie_without_secure_when_configured(settings: Settings) -> None:
-    app = create_app(dataclasses.replace(settings, cookie_secure=False))
-    async with app.router.lifespan_context(app), make_client(app) as client:
+    async with running(settings, cookie_secure=False) as app, make_client(app) as client:
         r = await signup(client)
     cookie = r.headers["set-cookie"]
     assert cookie.startswith("sid=") and "Secure" not in cookie and "HttpOnly" in cookie
@@ -103,24 +99,18 @@ async def test_unknown_id_is_never_adopted(app: Starlette, redis: Redis) -> None
 
 async def test_rotated_secret_key_still_verifies_and_re_signs(settings: Settings) -> None:
     old_key = settings.secret_keys[0]
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), make_client(app) as client:
+    async with running(settings) as app, make_client(app) as client:
         await signup(client)
         old_cookie = client.cookies["__Host-sid"]
-    rotated = dataclasses.replace(
-        settings, secret_keys=(b"the-new-primary-key-0123456789abcdefghij", old_key)
-    )
-    app2 = create_app(rotated)
-    async with app2.router.lifespan_context(app2), make_client(app2) as client:
+    rotated = (b"the-new-primary-key-0123456789abcdefghij", old_key)
+    async with running(settings, secret_keys=rotated) as app, make_client(app) as client:
         set_session_cookie(client, old_cookie)
         r = await client.get("/")
         assert r.status_code == 200
         fresh = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
         assert fresh != old_cookie and fresh.split(".")[0] == old_cookie.split(".")[0]
         # Once the old key is dropped, only the re-signed cookie works.
-    dropped = dataclasses.replace(settings, secret_keys=rotated.secret_keys[:1])
-    app3 = create_app(dropped)
-    async with app3.router.lifespan_context(app3), make_client(app3) as client:
+    async with running(settings, secret_keys=rotated[:1]) as app, make_client(app) as client:
         set_session_cookie(client, old_cookie)
         assert (await client.get("/")).status_code == 303
         set_session_cookie(client, fresh)
