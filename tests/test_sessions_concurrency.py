@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import SECRET
-from web.services import connect_redis
+from web.redis import connect_redis
 from web.sessions import SessionMiddleware, SessionStore, Signer, session_of
 from web.settings import Settings
 

@@ -6,35 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.requests import HTTPConnection
 
 from web.auth.passwords import Passwords
 from web.auth.throttle import LoginThrottle
+from web.redis import RedisClient, connect_redis
 from web.sessions import SessionStore, Signer
-from web.sessions.store import RedisClient
 from web.settings import Settings
 
-# Short timeouts: when a service is down, the user hears so within about a second.
-TIMEOUT_S = 1.0
+TIMEOUT_S = 1.0  # as for Redis: an outage is reported within about a second
 POOL_SIZE = 100
-
-
-def connect_redis(url: str, *, cluster: bool) -> RedisClient:
-    # One quick retry: the first command after a Redis restart meets a dead pooled connection.
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": TIMEOUT_S / 2,
-        "socket_timeout": TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 1),
-    }
-    if cluster:
-        return RedisCluster.from_url(url, max_connections=POOL_SIZE, **options)
-    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=TIMEOUT_S, **options)
-    return Redis(connection_pool=pool)
 
 
 def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:

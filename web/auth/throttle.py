@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable
 
-from web.sessions.store import RedisClient, Script
+from web.redis import RedisClient, Script
 
 LOCK_CAP = 24 * 3600  # the longest lockout; also how long past lockouts are remembered
 

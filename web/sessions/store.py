@@ -14,17 +14,12 @@ prune, and never a session missing from its user's index.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
-
-RedisClient = Redis | RedisCluster
+from web.redis import RedisClient, Script
 
 # Field names are short because every session pays for them in Redis memory.
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"
@@ -97,26 +92,6 @@ local ttl = math.ceil((tonumber(ARGV[3]) - tonumber(ARGV[1])) * 1000)
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return evicted
 """
-
-
-class Script:
-    """A Lua script run by its SHA, sent whole (EVAL) to a server that has not seen it yet.
-
-    redis-py's own Script answers NOSCRIPT with SCRIPT LOAD, which a cluster client sends to
-    every master: one master down would then fail requests for keys on the others too.
-    EVAL goes only to the master that owns the key, and caches the script there.
-    """
-
-    def __init__(self, redis: RedisClient, source: str) -> None:
-        self.redis = redis
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.redis.eval(self.source, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True)
