@@ -103,7 +103,10 @@ async def test_concurrent_signups_with_one_email_make_one_account(client: httpx.
             return (await signup(c, first=f"Twin{i}")).status_code
 
     codes = await asyncio.gather(*(attempt(i) for i in range(20)))
-    assert sorted(codes) == [303] + [409] * 19
+    # One account; every other attempt told the address is taken, or (past the limit on
+    # "taken" answers for one address, see test_auth_limits) to wait.
+    assert sorted(codes)[0] == 303 and set(sorted(codes)[1:]) <= {409, 429}
+    assert codes.count(409) >= 5
     assert await User.find({"email": "ada@example.com"}).count() == 1
 
 

@@ -46,7 +46,12 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         middleware=[
             # Outermost first: every response gets the security headers, even an error page.
-            Middleware(SecurityMiddleware, trusted_proxies=settings.trusted_proxies, refuse=error_page),
+            Middleware(
+                SecurityMiddleware,
+                trusted_proxies=settings.trusted_proxies,
+                refuse=error_page,
+                https=settings.cookie_secure,
+            ),
             Middleware(ErrorMiddleware),
             Middleware(
                 SessionMiddleware,

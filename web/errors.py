@@ -12,12 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web.auth.passwords import Busy
 from web.htmx import is_htmx
 from web.templating import render
 
 log = logging.getLogger("web")
 
 RETRY_AFTER = 5  # seconds; what a 503 tells browsers and clients to wait
+BUSY_RETRY_AFTER = 2
 REDIS_DOWN = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
@@ -93,13 +95,26 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, watch)
+        except Busy:
+            # Too many passwords waiting for bcrypt: say so at once rather than queue for seconds.
+            log.warning("password queue full during %s %r", scope["method"], scope["path"])
+            if started:
+                raise
+            busy = error_page(
+                Request(scope),
+                503,
+                "Too many people are signing in right now. Try again in a moment.",
+                {"Retry-After": str(BUSY_RETRY_AFTER)},
+            )
+            await busy(scope, receive, send)
         except Exception as exc:
             service = outage(exc)
             if service:
                 # Expected during an outage: one line, no traceback.
-                log.warning("%s unavailable during %s %s: %r", service, scope["method"], scope["path"], exc)
+                log.warning("%s unavailable during %s %r: %r", service, scope["method"], scope["path"], exc)
             else:
-                log.exception("unhandled error during %s %s", scope["method"], scope["path"])
+                # %r: a path with a newline in it must not forge a log line.
+                log.exception("unhandled error during %s %r", scope["method"], scope["path"])
             if started:
                 raise  # too late for a page; let the server drop the connection
             request = Request(scope)

@@ -1,12 +1,26 @@
-"""Reading form posts strictly: plain strings only, each field at most once."""
+"""Forms: reading posts strictly, validating text, and rendering a form page or its fragment."""
 
 from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
+
+from web.htmx import is_htmx, redirect
+from web.sessions import Session
+from web.templating import render
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELD = 64 * 1024
+NAME_MAX = 100
+EMAIL_MAX = 254
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+FLASH = "flash"
 
 
 async def read_form(request: Request, *names: str) -> dict[str, str]:
@@ -18,7 +32,15 @@ async def read_form(request: Request, *names: str) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise HTTPException(415, "Send this form as application/x-www-form-urlencoded.")
-    form = await request.form(max_fields=50, max_part_size=64 * 1024)
+    # The whole body first: one over the limit is a 413 however it was sent, chunked included,
+    # before the parser's own per-field limit can call it something else.
+    await request.body()
+    try:
+        form = await request.form(max_fields=50, max_part_size=MAX_FIELD)
+    except HTTPException as exc:
+        if "maximum size" in str(exc.detail):
+            raise HTTPException(413, "That request was too large.") from None
+        raise
     values: dict[str, str] = {}
     for name in names:
         items = form.getlist(name)
@@ -26,3 +48,64 @@ async def read_form(request: Request, *names: str) -> dict[str, str]:
             raise HTTPException(422, f"The field {name!r} must be sent once, as plain text.")
         values[name] = str(items[0]) if items else ""
     return values
+
+
+def text_problem(value: str, what: str, limit: int) -> str | None:
+    """What is wrong with a required line of text, or None."""
+    if not value:
+        return f"Enter your {what}."
+    if len(value) > limit:
+        return f"Use at most {limit} characters."
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        return f"Your {what} contains characters that can't be used."
+    return None
+
+
+def email_problem(email: str) -> str | None:
+    """What is wrong with an (already normalised) email address, or None."""
+    return text_problem(email, "email address", EMAIL_MAX) or (
+        None if _EMAIL.fullmatch(email) else "Enter an email address like name@example.com."
+    )
+
+
+def throttled(wait: int, what: str = "attempts") -> tuple[str, dict[str, str]]:
+    """The message and headers of a 429, for a wait in seconds."""
+    minutes = -(-wait // 60)
+    message = f"Too many {what}. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    return message, {"Retry-After": str(wait)}
+
+
+def form_page(
+    request: Request,
+    template: str,
+    *,
+    values: dict[str, str],
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    oob: tuple[str, ...] = (),
+    **extra: Any,
+) -> Response:
+    """A form page, or just its form (and any `oob` partials) for htmx; never a password."""
+    values = {k: v for k, v in values.items() if "password" not in k}
+    context = {"values": values, "errors": errors or {}, "message": message, "notice": notice, **extra}
+    block = "form" if is_htmx(request) else None
+    return render(request, template, context, block=block, oob=oob, status=status, headers=headers)
+
+
+def done(
+    request: Request, session: Session, notice: str, route: str, fragment: Response | None = None
+) -> Response:
+    """After a successful post: htmx gets `fragment` in place; a plain form, the notice and a 303."""
+    if fragment is not None and is_htmx(request):
+        return fragment
+    session[FLASH] = notice
+    return redirect(request, route)
+
+
+def take_flash(session: Session) -> str | None:
+    """The notice a plain post left for the page it redirected to."""
+    notice: str | None = session.pop(FLASH)
+    return notice

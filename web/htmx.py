@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+
+from web.urls import path_for
 
 
 def is_htmx(request: Request) -> bool:
@@ -16,12 +20,24 @@ def is_htmx(request: Request) -> bool:
     )
 
 
-def redirect(request: Request, url: str) -> Response:
-    """303 for a plain form or link; 200 + HX-Redirect for htmx, which ignores headers on a 3xx."""
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def redirect(request: Request, route: str, /, *, query: str = "", **params: Any) -> Response:
+    """Go to a named route: 303 for a plain form or link; 200 + HX-Redirect for htmx.
+
+    htmx ignores headers on a 3xx, so it gets a 200 that tells it where to go.
+    """
+    return redirect_to(request, path_for(request, route, **params) + (f"?{query}" if query else ""))
+
+
+def redirect_to(request: Request, path: str) -> Response:
+    """As redirect(), to a local path already checked by the caller (e.g. a `next` parameter)."""
     if request.headers.get("hx-request") == "true":
-        response = Response(status_code=200, headers={"HX-Redirect": url})
+        response = Response(status_code=200, headers={"HX-Redirect": path})
     else:
-        response = RedirectResponse(url, status_code=303)
+        response = RedirectResponse(path, status_code=303)
     response.headers["Cache-Control"] = "no-store"
     response.headers.add_vary_header("HX-Request")
     return response

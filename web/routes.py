@@ -7,10 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web import pages
-from web.auth import account
-from web.auth import views as auth
-from web.sessions import views as sessions
+from web.views import account, auth, pages, sessions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +16,7 @@ from web.settings import Network
 
 MAX_BODY = 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HSTS_MAX_AGE = 2 * 365 * 86400
 
 HEADERS = {
     # script-src 'self': no inline script and no on*= handlers anywhere, so injected markup cannot run.
@@ -32,7 +33,7 @@ HEADERS = {
 }
 
 
-def client_ip(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
+def real_client(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """The client's address: the peer, or the last X-Forwarded-For hop that no trusted proxy added."""
 
     def is_trusted(address: str) -> bool:
@@ -43,21 +44,64 @@ def client_ip(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]
         return any(ip in net for net in trusted)
 
     if not forwarded_for or not is_trusted(peer):
-        return peer
+        return canonical_ip(peer)
     nearest = peer
     for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
         try:
             ipaddress.ip_address(hop)
         except ValueError:
-            return nearest  # garbage: believe only what our own proxies vouched for
+            return canonical_ip(nearest)  # garbage: believe only what our own proxies vouched for
         if not is_trusted(hop):
-            return hop
+            return canonical_ip(hop)
         nearest = hop
-    return nearest
+    return canonical_ip(nearest)
 
 
-def is_cross_origin(scope: Scope) -> bool:
-    """Whether a state-changing request comes from another site (a CSRF attempt)."""
+def canonical_ip(address: str) -> str:
+    """One spelling per address: IPv6 compressed and lower-case, IPv4-mapped IPv6 as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an IP (a test client's name, a unix socket): used as it is
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def client_ip(conn: HTTPConnection) -> str:
+    """The real client's canonical address (the middleware below has already worked it out)."""
+    return conn.client.host if conn.client else "unknown"
+
+
+def client_network(ip: str) -> str:
+    """What rate limits count by: the address, or for IPv6 its /64 (one customer's allocation)."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with default ports filled in, or None for what is not an origin."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # "http://[", "http://h:99999": not an origin any page of ours would send
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def is_cross_origin(scope: Scope, scheme: str) -> bool:
+    """Whether a state-changing request comes from another site (a CSRF attempt).
+
+    `scheme` is the one our pages are served over: with Secure cookies, https whatever a TLS
+    proxy in front says; so an http:// page on our host name cannot post to the https one.
+    """
     if scope["method"] in SAFE_METHODS:
         return False
     headers = Headers(scope=scope)
@@ -68,11 +112,9 @@ def is_cross_origin(scope: Scope) -> bool:
     origin = headers.get("origin")
     if origin is None:
         return False  # not from a browser form; the SameSite=Lax cookie covers old browsers
-    try:
-        netloc = urlsplit(origin).netloc
-    except ValueError:  # "http://[": not an origin any page of ours would send
-        return True
-    return netloc.lower() != headers.get("host", "").lower()
+    theirs = _origin(origin)
+    ours = _origin(f"{scheme}://{headers.get('host', '')}")
+    return theirs is None or theirs != ours
 
 
 class SecurityMiddleware:
@@ -82,10 +124,16 @@ class SecurityMiddleware:
         *,
         trusted_proxies: tuple[Network, ...],
         refuse: Callable[[Request, int, str], Response],
+        https: bool = True,
     ) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
         self.refuse = refuse
+        self.https = https
+        self.headers = dict(HEADERS)
+        if https:
+            # Once seen over HTTPS, browsers refuse plain http to this host for a year.
+            self.headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,16 +143,16 @@ class SecurityMiddleware:
         if scope.get("client"):
             peer, port = scope["client"]
             forwarded = ",".join(headers.getlist("x-forwarded-for")) or None
-            scope["client"] = (client_ip(peer, forwarded, self.trusted_proxies), port)
+            scope["client"] = (real_client(peer, forwarded, self.trusted_proxies), port)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                for name, value in HEADERS.items():
+                for name, value in self.headers.items():
                     out.setdefault(name, value)
             await send(message)
 
-        if is_cross_origin(scope):
+        if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):
             response = self.refuse(
                 Request(scope), 403, "This form was sent from another site, so it was refused."
             )

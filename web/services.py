@@ -8,8 +8,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from starlette.requests import HTTPConnection
 
+from web.auth.devices import Devices
 from web.auth.passwords import Passwords
-from web.auth.throttle import LoginThrottle
+from web.auth.throttle import Throttle
 from web.redis import RedisClient, connect_redis
 from web.sessions import SessionStore, Signer
 from web.settings import Settings
@@ -40,13 +41,15 @@ class Services:
     store: SessionStore
     signer: Signer
     passwords: Passwords
-    throttle: LoginThrottle
+    throttle: Throttle
+    devices: Devices
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         if settings.redis_url is None or settings.mongodb_url is None:
             raise ValueError("REDIS_URL and MONGODB_URL must be set (python -m web starts local ones)")
         redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+        signer = Signer(settings.secret_keys)
         return cls(
             settings=settings,
             redis=redis,
@@ -56,14 +59,22 @@ class Services:
                 idle_timeout=settings.session_idle_timeout,
                 absolute_timeout=settings.session_absolute_timeout,
             ),
-            signer=Signer(settings.secret_keys),
-            passwords=Passwords(rounds=settings.bcrypt_rounds, min_length=settings.password_min_length),
-            throttle=LoginThrottle(
+            signer=signer,
+            passwords=Passwords(
+                rounds=settings.bcrypt_rounds,
+                min_length=settings.password_min_length,
+                queue_limit=settings.bcrypt_queue_limit,
+            ),
+            throttle=Throttle(
                 redis,
                 max_failures=settings.login_max_failures,
+                account_max_failures=settings.login_account_max_failures,
                 ip_max_failures=settings.login_ip_max_failures,
                 window=settings.login_window,
+                signup_ip_limit=settings.signup_ip_limit,
+                signup_limit=settings.signup_limit,
             ),
+            devices=Devices(signer, secure=settings.cookie_secure),
         )
 
     async def close(self) -> None:

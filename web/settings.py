@@ -38,6 +38,10 @@ class Settings:
     login_max_failures: int = 10
     login_ip_max_failures: int = 100
     login_window: int = 900
+    login_account_max_failures: int = 100
+    signup_ip_limit: int = 20
+    signup_limit: int = 1000
+    bcrypt_queue_limit: int = 0  # 0: eight per core
     audit_log_level: int = logging.INFO
     data_dir: Path = field(default_factory=lambda: Path(".data"))
     generated_secret: bool = False  # the key came from DATA_DIR (embedded mode), not SECRET_KEY
@@ -46,11 +50,6 @@ class Settings:
     def embedded(self) -> bool:
         """Whether some service has no URL, so `python -m web` must start it itself."""
         return self.redis_url is None or self.mongodb_url is None
-
-    @property
-    def secret_key(self) -> bytes:
-        """The key that signs; the others only verify (they are being rotated out)."""
-        return self.secret_keys[0]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +96,10 @@ class Settings:
             login_max_failures=get("LOGIN_MAX_FAILURES", _positive, 10),
             login_ip_max_failures=get("LOGIN_IP_MAX_FAILURES", _positive, 100),
             login_window=get("LOGIN_WINDOW", _positive, 900),
+            login_account_max_failures=get("LOGIN_ACCOUNT_MAX_FAILURES", _positive, 100),
+            signup_ip_limit=get("SIGNUP_IP_LIMIT", _positive, 20),
+            signup_limit=get("SIGNUP_LIMIT", _positive, 1000),
+            bcrypt_queue_limit=get("BCRYPT_QUEUE_LIMIT", _positive, 0),
             audit_log_level=get("AUDIT_LOG_LEVEL", _log_level, logging.INFO),
             data_dir=data_dir,
             generated_secret="SECRET_KEY" not in env or not env["SECRET_KEY"].strip(),

@@ -11,33 +11,16 @@ from typing import Any
 import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
-from starlette.routing import Router
 
 from web.htmx import is_htmx
+from web.urls import path_for
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @jinja2.pass_context
 def url_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
-    # A path, not an absolute URL: behind a TLS proxy the scheme seen here would be wrong.
-    request: Request = context["request"]
-    router: Router = request.app.router
-    # Memoised: Starlette finds a name by trying every route and raising at each miss, which
-    # cost a third of a page's time. The entry keeps its router, so a recycled id() can't match.
-    key = (id(router), name, *sorted(params.items()))
-    known = _paths.get(key)
-    if known is not None and known[0] is router:
-        return known[1]
-    if len(_paths) >= PATHS_MAX:  # bounded: revoke links carry a per-session handle
-        _paths.clear()
-    path = str(router.url_path_for(name, **params))
-    _paths[key] = (router, path)
-    return path
-
-
-_paths: dict[tuple[Any, ...], tuple[Router, str]] = {}
-PATHS_MAX = 1024
+    return path_for(context["request"], name, **params)
 
 
 def mmss(seconds: int) -> str:

@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ import bcrypt
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+QUEUE_SECONDS = 2.0  # the longest a password may wait for a bcrypt thread before 503
 MAX_LENGTH = 1024  # characters; far beyond any passphrase, short of a denial of service
 # bcrypt reads only 72 bytes (bcrypt 5 refuses more). Every password is first reduced to a
 # fixed 44-byte string, so all of it counts. A keyed HMAC rather than a bare SHA-256 keeps a
@@ -56,23 +58,45 @@ def _lower_priority() -> None:
         log.debug("could not lower the hashing threads' priority: %s", exc)
 
 
-class Passwords:
-    """Hash and check passwords off the event loop; apply the policy."""
+class Busy(Exception):
+    """Too many passwords are waiting to be hashed; the caller should answer 503 at once."""
 
-    def __init__(self, *, rounds: int, min_length: int) -> None:
+
+class Passwords:
+    """Hash and check passwords off the event loop, a bounded number at a time; apply the policy."""
+
+    def __init__(self, *, rounds: int, min_length: int, queue_limit: int = 0) -> None:
         self.rounds = rounds
         self.min_length = min_length
+        workers = os.cpu_count() or 2
         self._pool = ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 2, thread_name_prefix="bcrypt", initializer=_lower_priority
+            max_workers=workers, thread_name_prefix="bcrypt", initializer=_lower_priority
         )
+        # Jobs running or waiting. Past the limit a request is refused rather than queued: a
+        # flood of sign-ups must not make every sign-in wait its turn behind it for seconds.
+        # Unless set, start() sizes it to about QUEUE_SECONDS of work at this cost and machine.
+        self.workers = workers
+        self.queue_limit = queue_limit or 8 * workers
+        self._fixed_limit = bool(queue_limit)
+        self.pending = 0
         self._dummy: bytes | None = None
 
     async def _run(self, fn: Callable[[bytes, bytes], T], password: bytes, salt_or_hash: bytes) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, password, salt_or_hash)
+        if self.pending >= self.queue_limit:
+            raise Busy
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, password, salt_or_hash)
+        finally:
+            self.pending -= 1
 
     async def start(self) -> None:
         """Make the stand-in hash for unknown accounts, so even the first miss costs one check."""
+        started = time.perf_counter()
         self._dummy = (await self.hash("timing equaliser for unknown accounts")).encode()
+        if not self._fixed_limit:
+            one = max(time.perf_counter() - started, 1e-4)
+            self.queue_limit = max(2 * self.workers, int(self.workers * QUEUE_SECONDS / one))
         await asyncio.get_running_loop().run_in_executor(self._pool, common_passwords)
 
     async def hash(self, password: str) -> str:

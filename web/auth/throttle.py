@@ -1,93 +1,204 @@
-"""Login throttling in Redis: failures counted per account and per client address."""
+"""Throttling in Redis: attempts reserved atomically *before* the password is checked.
+
+A limiter is a small hash per counted thing: `f` attempts in the window that ends at `w`,
+`u` locked until, `n` lockouts so far. An attempt first *reserves* a place in every limiter
+that applies to it, in one script: if any is locked or full, the attempt is refused before
+bcrypt runs; so however many requests arrive at once, at most the allowed number are checked.
+Afterwards the attempt *settles*: a failure that fills a limiter locks it (for a window, twice
+as long on each lockout in a row, capped); a success gives its place back, and clears the
+failures of the limiters that belong to that client alone.
+
+Sign-in counts per (account, client): the client is the browser's device cookie when it has
+signed in to this account before, else its address (IPv6 by /64). So an attacker guessing
+from elsewhere locks only themselves; a per-account ceiling catches guessing spread over many
+addresses, but never locks out the owner's known browser; a per-address limit catches one
+address guessing many accounts.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from web.redis import RedisClient, Script
 
 LOCK_CAP = 24 * 3600  # the longest lockout; also how long past lockouts are remembered
+TAKEN_PER_ADDRESS = 5  # sign-ups for an address that has an account, an hour, whoever asks
+HOUR = 3600
 
-# One failure for an account, in a fixed window. Reaching the limit locks the account for a
-# window, twice as long on each lockout in a row (capped), and starts a fresh count.
-_ACCOUNT_FAILED = """
-local now, limit, window, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local failures
-if tonumber(redis.call('HGET', KEYS[1], 'w') or 0) <= now then
-  failures = 1
-  redis.call('HSET', KEYS[1], 'f', 1, 'w', now + window)
-else
-  failures = redis.call('HINCRBY', KEYS[1], 'f', 1)
+# ARGV: now, cap, then per key: its limit and its window.
+_RESERVE = """
+local now, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'u', 'f', 'w')
+  local u, f, w = tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
+  if u > now then
+    wait = math.max(wait, u - now)
+  elseif w > now and f >= tonumber(ARGV[1 + 2 * i]) then
+    wait = math.max(wait, w - now)
+  end
 end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 + 2 * i])
+  if tonumber(redis.call('HGET', key, 'w') or 0) <= now then
+    redis.call('HSET', key, 'f', 1, 'w', now + window)
+  else
+    redis.call('HINCRBY', key, 'f', 1)
+  end
+  redis.call('EXPIRE', key, window + cap)
+end
+return 0
+"""
+
+# ARGV[3] = 'ok' (give the places back; clear the client's own limiters), 'failed' (the
+# reserved attempt failed), 'undo' (give the place back, clear nothing) or 'count' (a
+# failure that reserved nothing: count it now). Then per key: limit, window, 1 if ok clears it.
+_SETTLE = """
+local now, cap, outcome = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local locked = 0
-if failures >= limit then
-  local lockouts = redis.call('HINCRBY', KEYS[1], 'n', 1)
-  locked = math.min(window * 2 ^ (lockouts - 1), cap)
-  redis.call('HSET', KEYS[1], 'u', now + locked, 'f', 0, 'w', 0)
+for i, key in ipairs(KEYS) do
+  local limit, window = tonumber(ARGV[1 + 3 * i]), tonumber(ARGV[2 + 3 * i])
+  if outcome == 'ok' and ARGV[3 + 3 * i] == '1' then
+    redis.call('HSET', key, 'f', 0)
+  elseif outcome == 'ok' or outcome == 'undo' then
+    if tonumber(redis.call('HGET', key, 'f') or 0) > 0 then redis.call('HINCRBY', key, 'f', -1) end
+  else
+    local f
+    if outcome == 'count' then
+      if tonumber(redis.call('HGET', key, 'w') or 0) <= now then
+        f = 1
+        redis.call('HSET', key, 'f', 1, 'w', now + window)
+      else
+        f = redis.call('HINCRBY', key, 'f', 1)
+      end
+    else
+      f = tonumber(redis.call('HGET', key, 'f') or 0)
+    end
+    if f >= limit then
+      local lockouts = redis.call('HINCRBY', key, 'n', 1)
+      local lock = math.min(window * 2 ^ (lockouts - 1), cap)
+      redis.call('HSET', key, 'u', now + lock, 'f', 0, 'w', 0)
+      locked = math.max(locked, lock)
+    end
+    redis.call('EXPIRE', key, window + cap)
+  end
 end
-redis.call('EXPIRE', KEYS[1], math.max(window, locked) + cap)
 return locked
 """
 
 
-# One failure from a client address, in a fixed window (INCR, then a TTL on the first one).
-_IP_FAILED = """
-local failures = redis.call('INCR', KEYS[1])
-if failures == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return failures
-"""
-
-
-def _account_key(email: str) -> str:
+def account_tag(email: str) -> str:
     # Hashed: the throttle needs to tell accounts apart, not to know their addresses.
-    return "t:a:" + base64.urlsafe_b64encode(hashlib.sha256(email.encode()).digest()[:18]).decode()
+    return base64.urlsafe_b64encode(hashlib.sha256(email.encode()).digest()[:12]).decode()
 
 
-def _ip_key(ip: str) -> str:
-    return f"t:i:{ip}"
+@dataclass(frozen=True)
+class Limit:
+    """One limiter: its key, how many attempts it allows in a window, whether a success clears it."""
+
+    key: str
+    limit: int
+    window: int
+    clears: bool = False
 
 
-class LoginThrottle:
+class Throttle:
+    """Reserve and settle attempts on limiters; the app's rules are in the methods below."""
+
     def __init__(
         self,
         redis: RedisClient,
         *,
         max_failures: int,
+        account_max_failures: int,
         ip_max_failures: int,
         window: int,
+        signup_ip_limit: int,
+        signup_limit: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.max_failures = max_failures
+        self.account_max_failures = account_max_failures
         self.ip_max_failures = ip_max_failures
         self.window = window
+        self.signup_ip_limit = signup_ip_limit
+        self.signup_limit = signup_limit
         self.clock = clock
-        self._account_failed = Script(redis, _ACCOUNT_FAILED)
-        self._ip_failed = Script(redis, _IP_FAILED)
+        self._reserve = Script(redis, _RESERVE)
+        self._settle = Script(redis, _SETTLE)
 
-    async def retry_after(self, email: str, ip: str) -> int:
-        """Seconds this attempt must wait, or 0 if it may go ahead."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(_account_key(email), "u")
-            pipe.get(_ip_key(ip))
-            pipe.ttl(_ip_key(ip))
-            locked_until, ip_failures, ip_ttl = await pipe.execute()
-        wait = int(locked_until or 0) - int(self.clock())
-        if int(ip_failures or 0) >= self.ip_max_failures:
-            wait = max(wait, ip_ttl if ip_ttl > 0 else self.window)
-        return max(wait, 0)
+    # -- the rules ------------------------------------------------------------------------
 
-    async def failed(self, email: str, ip: str) -> int:
-        """Count a failure; return the lockout it caused in seconds (0 for none)."""
-        locked = await self._account_failed(
-            keys=[_account_key(email)],
-            args=[int(self.clock()), self.max_failures, self.window, LOCK_CAP],
-        )
-        await self._ip_failed(keys=[_ip_key(ip)], args=[self.window])
-        return int(locked)
+    def sign_in(self, email: str, network: str, device: str | None) -> list[list[Limit]]:
+        """The limiters of a sign-in, grouped by Redis slot (each group is one script call).
 
-    async def succeeded(self, email: str) -> None:
-        await self.redis.delete(_account_key(email))
+        `device` is the browser's device id when it has signed in to this account before.
+        """
+        tag, window = account_tag(email), self.window
+        per_address = [Limit(f"t:i:{network}", self.ip_max_failures, window)]
+        if device:
+            # The owner's known browser: a counter of its own, and no account-wide ceiling.
+            return [[Limit(f"t:a:{{{tag}}}:d:{device}", self.max_failures, window, clears=True)], per_address]
+        return [
+            [
+                Limit(f"t:a:{{{tag}}}:n:{network}", self.max_failures, window, clears=True),
+                Limit(f"t:a:{{{tag}}}", self.account_max_failures, window),
+            ],
+            per_address,
+        ]
+
+    def password_change(self, user_id: str) -> list[list[Limit]]:
+        """Wrong current passwords on the change form: a counter of their own, per account."""
+        return [[Limit(f"t:p:{{{account_tag(user_id)}}}", self.max_failures, self.window, clears=True)]]
+
+    def sign_up(self, network: str) -> list[list[Limit]]:
+        """Sign-ups per client address, and in all, an hour."""
+        return [
+            [Limit(f"t:s:{network}", self.signup_ip_limit, HOUR)],
+            [Limit("t:s", self.signup_limit, HOUR)],
+        ]
+
+    def taken_address(self, email: str) -> list[list[Limit]]:
+        """Sign-ups answered "taken" for one address, an hour, whoever asks: the 409 must not
+        be an unlimited oracle for which addresses have accounts."""
+        return [[Limit(f"t:s:{{{account_tag(email)}}}", TAKEN_PER_ADDRESS, HOUR)]]
+
+    # -- the mechanism --------------------------------------------------------------------
+
+    async def reserve(self, groups: Sequence[Sequence[Limit]]) -> int:
+        """Take a place in every limiter; 0 if taken, else the seconds to wait (nothing taken)."""
+        taken: list[Sequence[Limit]] = []
+        for group in groups:
+            per_key = [x for limit in group for x in (limit.limit, limit.window)]
+            args = [int(self.clock()), LOCK_CAP, *per_key]
+            wait = int(await self._reserve(keys=[limit.key for limit in group], args=args))
+            if wait:
+                for done in taken:  # all or nothing: give back what the earlier groups granted
+                    await self._run_settle(done, "undo")
+                return wait
+            taken.append(group)
+        return 0
+
+    async def settle(self, groups: Sequence[Sequence[Limit]], *, ok: bool) -> int:
+        """Close a reserved attempt; return the lockout its failure caused (0 for none)."""
+        return max([await self._run_settle(group, "ok" if ok else "failed") for group in groups], default=0)
+
+    async def release(self, groups: Sequence[Sequence[Limit]]) -> None:
+        """Give back the places of an attempt that was never decided (an outage, a full queue)."""
+        for group in groups:
+            await self._run_settle(group, "undo")
+
+    async def count_failure(self, groups: Sequence[Sequence[Limit]]) -> int:
+        """Count a failure that reserved nothing (e.g. a sign-in limiter hit by another form)."""
+        return max([await self._run_settle(group, "count") for group in groups], default=0)
+
+    async def _run_settle(self, group: Sequence[Limit], outcome: str) -> int:
+        per_key = [x for limit in group for x in (limit.limit, limit.window, int(limit.clears))]
+        args = [int(self.clock()), LOCK_CAP, outcome, *per_key]
+        return int(await self._settle(keys=[limit.key for limit in group], args=args))

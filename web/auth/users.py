@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from beanie import Document, Indexed
 from pydantic import Field
@@ -33,3 +33,25 @@ class User(Document):
     async def by_email(cls, email: str) -> User | None:
         # The value is always a str here (forms.py guarantees it), so it can never be an operator.
         return await cls.find_one({"email": normalise_email(email)})
+
+    @classmethod
+    async def id_by_email(cls, email: str) -> str | None:
+        """Just the id of the account with this address: sign-in reads the rest after the epoch."""
+        found = await cls.get_pymongo_collection().find_one(
+            {"email": normalise_email(email)}, projection={"_id": 1}
+        )
+        return str(found["_id"]) if found else None
+
+    async def set_fields(self, **changes: Any) -> None:
+        """Write only these fields ($set), never the whole document: a request that loaded this
+        user earlier must not put back a field another request has changed since."""
+        await self.get_pymongo_collection().update_one({"_id": self.id}, {"$set": changes})
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    async def swap_password_hash(self, old: str, new: str) -> bool:
+        """Replace the hash only if it is still `old` (a rehash must not undo a password change)."""
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "password_hash": old}, {"$set": {"password_hash": new}}
+        )
+        return result.modified_count == 1

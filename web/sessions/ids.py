@@ -1,4 +1,10 @@
-"""Session ids, the signed cookie that carries them, and the hashes that stand for them."""
+"""Session ids, the signed cookie that carries them, and the hashes that stand for them.
+
+An id is 43 base64url characters. Its first four are a *tag*: random for an anonymous
+visitor, and derived from the user id for a signed-in one. Every Redis key of a user (the
+sessions, their index, the credential epoch) carries that tag in braces, so Redis Cluster
+keeps them in one slot and one Lua script can change them together, atomically.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,35 @@ import hmac
 import re
 import secrets
 
-_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 random bytes, base64url without padding
+_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # 256 bits' worth of base64url, without padding
+TAG_LENGTH = 4
 
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def new_id() -> str:
-    """A fresh session id: 256 random bits."""
-    return secrets.token_urlsafe(32)
+def user_tag(user_id: str) -> str:
+    """The four characters that put every key of one user in the same Redis Cluster slot."""
+    return _b64(hashlib.sha256(f"user:{user_id}".encode()).digest())[:TAG_LENGTH]
+
+
+def new_id(tag: str | None = None) -> str:
+    """A fresh session id: random, but for its tag; 234 random bits even with one."""
+    raw = secrets.token_urlsafe(32)
+    return f"{tag}{raw[TAG_LENGTH:]}" if tag else raw
 
 
 def digest(session_id: str) -> str:
-    """The SHA-256 of an id: what Redis is keyed by, useless as a cookie."""
-    return _b64(hashlib.sha256(session_id.encode()).digest())
+    """What Redis is keyed by: the tag, then 128 bits of the id's SHA-256, useless as a cookie.
+
+    A stolen dump would need a preimage of SHA-256 to become a cookie; 2^128 is ample.
+    """
+    return f"{{{session_id[:TAG_LENGTH]}}}{_b64(hashlib.sha256(session_id.encode()).digest()[:16])}"
+
+
+def tag_of(session_digest: str) -> str:
+    return session_digest[1 : 1 + TAG_LENGTH]
 
 
 class Signer:
@@ -33,23 +53,24 @@ class Signer:
             raise ValueError("at least one secret key is needed")
         self.keys = keys
 
-    def _mac(self, key: bytes, purpose: str, value: str) -> str:
-        return _b64(hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).digest())
+    def mac(self, purpose: str, value: str, key: bytes | None = None) -> str:
+        """A keyed hash of a value for one purpose (cookies, handles, device ids...)."""
+        return _b64(hmac.new(key or self.keys[0], f"{purpose}:{value}".encode(), hashlib.sha256).digest())
 
-    def sign(self, session_id: str) -> str:
-        return f"{session_id}.{self._mac(self.keys[0], 'session', session_id)}"
+    def sign(self, value: str, purpose: str = "session") -> str:
+        return f"{value}.{self.mac(purpose, value)}"
 
-    def unsign(self, cookie: str) -> tuple[str, bool] | None:
-        """Return (id, signed with the current key) for a genuine cookie, else None."""
-        session_id, _, mac = cookie.partition(".")
+    def unsign(self, signed: str, purpose: str = "session") -> tuple[str, bool] | None:
+        """Return (value, signed with the current key) for a genuine session cookie, else None."""
+        value, _, mac = signed.partition(".")
         # A genuine MAC is base64url; compare_digest raises on a str that is not ASCII.
-        if not _ID.fullmatch(session_id) or not mac.isascii():
+        if not _ID.fullmatch(value) or not mac.isascii():
             return None
         for i, key in enumerate(self.keys):
-            if hmac.compare_digest(mac, self._mac(key, "session", session_id)):
-                return session_id, i == 0
+            if hmac.compare_digest(mac, self.mac(purpose, value, key)):
+                return value, i == 0
         return None
 
     def handle(self, session_digest: str) -> str:
         """A public name for a session, for URLs and logs: keyed, so it leads back to nothing."""
-        return self._mac(self.keys[0], "handle", session_digest)[:22]
+        return self.mac("handle", session_digest)[:22]

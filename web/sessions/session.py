@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from web.sessions.ids import digest, new_id
+from web.sessions.ids import digest, new_id, user_tag
 from web.sessions.store import AGENT, CREATED, DATA_PREFIX, IP, NAME, SEEN, USER, SessionStore
 
 CookieAction = Literal["set", "clear"] | None
@@ -139,29 +139,35 @@ class Session:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def login(self, user: SessionUser, *, ip: str, agent: str) -> None:
-        """Sign in: a new id (the old one dies), app data carried over, deadlines from now."""
+    async def login(self, user: SessionUser, *, ip: str, agent: str, epoch: int) -> None:
+        """Sign in: a new id (the old one dies), app data carried over, deadlines from now.
+
+        `epoch` is the user's credential epoch as read before the password was checked;
+        raises StaleCredentials if it has changed since.
+        """
         self._check_loaded()
         now = self._store.now()
         fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: str(now), IP: ip, AGENT: agent}
         previous_user = self._fields.get(USER)
         if previous_user not in (None, user.id):
             self._data.clear()  # another person's data must not follow a switch of account
-        await self._move(fields, previous_user=previous_user, created=now)
+        await self._move(fields, previous_user=previous_user, epoch=epoch)
 
-    async def cycle(self) -> None:
+    async def cycle(self, *, epoch: int) -> None:
         """Give the session a new id, keeping everything else (deadlines included)."""
         self._check_loaded()
-        await self._move(dict(self._fields), previous_user=self._fields.get(USER), created=self.created)
+        await self._move(dict(self._fields), previous_user=self._fields.get(USER), epoch=epoch)
 
-    async def _move(self, fields: dict[str, str], *, previous_user: str | None, created: int) -> None:
+    async def _move(self, fields: dict[str, str], *, previous_user: str | None, epoch: int) -> None:
         old_digest = self.digest
-        session_id = new_id()
+        user_id = fields.get(USER)
+        session_id = new_id(user_tag(user_id) if user_id else None)
         new_digest = digest(session_id)
-        if USER in fields:
-            await self._store.index_add(fields[USER], new_digest, created)
         stored = {**fields, **{DATA_PREFIX + k: json.dumps(v) for k, v in self._data.items()}}
-        self.ttl_ms = await self._store.create(new_digest, stored)
+        if user_id:
+            self.ttl_ms = await self._store.create_for_user(new_digest, stored, epoch=epoch)
+        else:
+            self.ttl_ms = await self._store.create(new_digest, stored)
         if old_digest is not None:
             await self._store.delete(old_digest, previous_user)
         self.id, self.digest, self._fields = session_id, new_digest, fields
@@ -198,7 +204,7 @@ class Session:
             if self._data:
                 # An anonymous visitor's first data: only now does the session need to exist.
                 now = self._store.now()
-                await self._move({CREATED: str(now), SEEN: str(now)}, previous_user=None, created=now)
+                await self._move({CREATED: str(now), SEEN: str(now)}, previous_user=None, epoch=0)
             return
         changed = {DATA_PREFIX + k: json.dumps(self._data[k]) for k in self._changed}
         deleted = [DATA_PREFIX + k for k in self._deleted]

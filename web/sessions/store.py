@@ -1,15 +1,20 @@
-"""Redis persistence for sessions: one hash per session, one sorted set per user.
+"""The Redis session store: one hash per session, one sorted set and one epoch per user.
 
-Layout (all keys single-slot, so the same code runs on Redis Cluster):
+Layout (see ids.py for digests and tags):
 
-    s:<digest>   hash   the session's fields; PTTL = min(idle window, absolute deadline)
-    u:<user id>  zset   member <digest> -> score: that session's absolute deadline (unix s)
+    s:<digest>          hash    the session's fields; PTTL = min(idle window, absolute deadline)
+    u:{<tag>}<user id>  zset    member <digest> -> score: that session's absolute deadline (unix s)
+    e:{<tag>}<user id>  string  the user's credential epoch (absent = 0)
 
-<digest> is the base64url SHA-256 of the session id: a dump of Redis holds no usable cookie.
-Every operation on a session key is a single command or a script on that one key, and
-the two kinds of key are never changed atomically together. Instead the order is chosen
-so that a failure half-way leaves only an index entry without a session, which readers
-prune, and never a session missing from its user's index.
+A signed-in session's digest starts with its user's tag, so all three kinds of key of one
+user live in one Redis Cluster slot, and every operation that must be atomic across them
+(sign in under an unchanged epoch, end all sessions, revoke one) is one Lua script.
+
+The epoch is what makes "end every other session" hold against requests in flight: a
+change of credentials bumps it in the same script that ends the sessions, and a sign-in
+creates its session only if the epoch it read *before* checking the password is still
+the current one. So a sign-in that checked an old password can never leave a session
+behind the sweep.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
 
 from web.redis import RedisClient, Script
+from web.sessions.ids import user_tag
 
 # Field names are short because every session pays for them in Redis memory.
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"
 DATA_PREFIX = "d:"
 SEEN_EVERY = 60  # seconds: how stale the stored last-seen time may get before it is rewritten
 MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessions go first
+# The epoch must outlive any request in flight and any token that carries it (a day at most);
+# a month also lets it expire for accounts whose credentials stopped changing.
+EPOCH_TTL = 30 * 86400
 
 # Read a session and, when asked, slide its idle window without passing the absolute
 # deadline; rewrite last-seen at most once a minute. One round trip either way.
@@ -56,10 +64,35 @@ end
 return {ttl, h}
 """
 
-# Write a new session and its expiry together, so no session ever lives without a TTL.
+# Write a new anonymous session and its expiry together, so no session lives without a TTL.
 _CREATE = """
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Sign in: only under the epoch read before the password was checked; then index the session
+# (dropping entries past their deadline, evicting the oldest beyond the cap, never the newcomer)
+# and write it. The index expires with the last session it can hold.
+_CREATE_FOR_USER = """
+if tonumber(redis.call('GET', KEYS[2]) or 0) ~= tonumber(ARGV[5]) then return false end
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if extra > 0 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra)) do
+    if member ~= ARGV[2] and extra > 0 then
+      redis.call('ZREM', KEYS[1], member)
+      redis.call('DEL', 's:' .. member)
+      extra = extra - 1
+    end
+  end
+end
+local ttl = math.ceil((tonumber(ARGV[3]) - now) * 1000)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('HSET', KEYS[3], unpack(ARGV, 7))
+redis.call('PEXPIREAT', KEYS[3], ARGV[6])
 return 1
 """
 
@@ -73,25 +106,59 @@ if #ARGV > 1 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 2 + 2 * n)) e
 return 1
 """
 
-# Add a session to its user's index, dropping entries past their deadline and evicting the
-# oldest beyond the cap; the index expires with the last session it can hold.
-_INDEX_ADD = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
-local evicted = {}
-if extra > 0 then
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra)) do
-    if member ~= ARGV[2] and #evicted < extra then
-      redis.call('ZREM', KEYS[1], member)
-      table.insert(evicted, member)
-    end
+# End sessions of one user: those named, or (with no names) all but ARGV[1]; optionally bump
+# the epoch first, in the same step, so no sign-in in flight can add one after the sweep.
+# Returns the epoch and the digests of the sessions that were alive.
+_END = """
+local epoch = tonumber(redis.call('GET', KEYS[2]) or 0)
+if ARGV[2] == '1' then
+  epoch = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+local targets = {}
+if #ARGV > 3 then
+  for i = 4, #ARGV do targets[#targets + 1] = ARGV[i] end
+else
+  targets = redis.call('ZRANGE', KEYS[1], 0, -1)
+end
+local ended = {}
+for _, member in ipairs(targets) do
+  if member ~= ARGV[1] then
+    redis.call('ZREM', KEYS[1], member)
+    if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
   end
 end
-local ttl = math.ceil((tonumber(ARGV[3]) - tonumber(ARGV[1])) * 1000)
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return evicted
+return {epoch, ended}
 """
+
+# Every live session of a user, pruning index entries whose session is gone.
+_LIST = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = 's:' .. member
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 then
+    out[#out + 1] = {member, ttl, redis.call('HGETALL', key)}
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+"""
+
+# Rewrite one field in every live session of a user (the display name after a rename).
+_SET_ALL = """
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = 's:' .. member
+  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, ARGV[1], ARGV[2]) end
+end
+return 1
+"""
+
+
+class StaleCredentials(Exception):
+    """The user's credentials changed while this sign-in was under way; it must not complete."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +169,32 @@ class Record:
     ttl_ms: int
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One of a user's sessions, as the sessions page shows it."""
+
+    digest: str
+    created: int
+    last_seen: int
+    ip: str
+    browser: str
+    ttl_ms: int
+
+
 def session_key(digest: str) -> str:
     return f"s:{digest}"
 
 
 def index_key(user_id: str) -> str:
-    return f"u:{user_id}"
+    return f"u:{{{user_tag(user_id)}}}{user_id}"
+
+
+def epoch_key(user_id: str) -> str:
+    return f"e:{{{user_tag(user_id)}}}{user_id}"
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class SessionStore:
@@ -127,8 +214,11 @@ class SessionStore:
         self.clock = clock
         self._load = Script(redis, _LOAD)
         self._create = Script(redis, _CREATE)
+        self._create_for_user = Script(redis, _CREATE_FOR_USER)
         self._update = Script(redis, _UPDATE)
-        self._index_add = Script(redis, _INDEX_ADD)
+        self._end = Script(redis, _END)
+        self._list = Script(redis, _LIST)
+        self._set_all = Script(redis, _SET_ALL)
 
     def now(self) -> int:
         return int(self.clock())
@@ -148,65 +238,101 @@ class SessionStore:
         if not reply:
             return None
         ttl_ms, flat = reply
-        return Record(dict(zip(flat[::2], flat[1::2], strict=True)), int(ttl_ms))
+        return Record(_pairs(flat), int(ttl_ms))
 
-    async def create(self, digest: str, fields: Mapping[str, Any]) -> int:
-        """Store a new session; return its TTL in milliseconds."""
+    def _expiry(self, created: int) -> tuple[int, int]:
+        """(now, expires at) in milliseconds for a session created at `created`."""
         now_ms = int(self.clock() * 1000)
-        deadline_ms = (int(fields[CREATED]) + self.absolute_timeout) * 1000
-        expires_at = min(now_ms + self.idle_timeout * 1000, deadline_ms)
+        deadline_ms = (created + self.absolute_timeout) * 1000
+        return now_ms, min(now_ms + self.idle_timeout * 1000, deadline_ms)
+
+    async def create(self, digest: str, fields: Mapping[str, str]) -> int:
+        """Store a new anonymous session; return its TTL in milliseconds."""
+        now_ms, expires_at = self._expiry(int(fields[CREATED]))
         flat = [x for pair in fields.items() for x in pair]
         await self._create(keys=[session_key(digest)], args=[expires_at, *flat])
         return expires_at - now_ms
 
-    async def update(self, digest: str, changed: Mapping[str, str], deleted: Iterable[str]) -> bool:
-        """Write just these fields if the session still exists; False if it is gone."""
+    async def create_for_user(self, digest: str, fields: Mapping[str, str], *, epoch: int) -> int:
+        """Store a signed-in session and index it, if the user's epoch is still `epoch`.
+
+        Raises StaleCredentials when it is not. Returns the session's TTL in milliseconds.
+        """
+        user_id, created = fields[USER], int(fields[CREATED])
+        now_ms, expires_at = self._expiry(created)
+        flat = [x for pair in fields.items() for x in pair]
+        done = await self._create_for_user(
+            keys=[index_key(user_id), epoch_key(user_id), session_key(digest)],
+            # Whole seconds: an integer score takes a third of the memory of a fractional one.
+            args=[
+                now_ms // 1000,
+                digest,
+                created + self.absolute_timeout,
+                MAX_SESSIONS_PER_USER,
+                epoch,
+                expires_at,
+                *flat,
+            ],
+        )
+        if not done:
+            raise StaleCredentials(user_id)
+        return expires_at - now_ms
+
+    async def update(self, digest: str, changed: Mapping[str, str], deleted: Iterable[str]) -> None:
+        """Write just these fields, if the session still exists."""
         flat = [x for pair in changed.items() for x in pair]
-        reply = await self._update(keys=[session_key(digest)], args=[len(changed), *flat, *deleted])
-        return bool(reply)
+        await self._update(keys=[session_key(digest)], args=[len(changed), *flat, *deleted])
 
     async def delete(self, digest: str, user_id: str | None) -> None:
-        """Delete a session and its index entry (one round trip)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(session_key(digest))
-            if user_id:
-                pipe.zrem(index_key(user_id), digest)
-            await pipe.execute()
+        """Delete one session (and its index entry, for a signed-in one)."""
+        if user_id is None:
+            await self.redis.delete(session_key(digest))
+        else:
+            await self.end(user_id, only=[digest])
 
-    async def index_add(self, user_id: str, digest: str, created: int) -> None:
-        """Record a new session in its user's index, before the session itself is written."""
-        # Whole seconds: an integer score takes a third of the memory of a fractional one.
-        evicted = await self._index_add(
-            keys=[index_key(user_id)],
-            args=[self.now(), digest, created + self.absolute_timeout, MAX_SESSIONS_PER_USER],
+    async def epoch(self, user_id: str) -> int:
+        """The user's credential epoch, to be read before a password is checked."""
+        return int(await self.redis.get(epoch_key(user_id)) or 0)
+
+    async def end(
+        self,
+        user_id: str,
+        *,
+        only: Iterable[str] = (),
+        keep: str | None = None,
+        bump_epoch: bool = False,
+    ) -> tuple[int, list[str]]:
+        """End the user's sessions `only` (or all but `keep`); return the epoch and the digests
+        of the sessions that were alive.
+
+        With bump_epoch, sign-ins already past their password check can no longer complete.
+        """
+        epoch, ended = await self._end(
+            keys=[index_key(user_id), epoch_key(user_id)],
+            args=[keep or "", 1 if bump_epoch else 0, EPOCH_TTL, *only],
         )
-        if evicted:
-            await self.redis.delete(*(session_key(old) for old in evicted))
+        return int(epoch), list(ended)
+
+    async def user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """Every live session of one user; prunes dead index entries on the way."""
+        rows = await self._list(keys=[index_key(user_id)], args=[self.now()])
+        sessions = []
+        for digest, ttl, flat in rows:
+            fields = _pairs(flat)
+            if fields.get(USER) != user_id:
+                continue
+            sessions.append(
+                SessionInfo(
+                    digest=digest,
+                    created=int(fields.get(CREATED, 0)),
+                    last_seen=int(fields.get(SEEN, 0)),
+                    ip=fields.get(IP, ""),
+                    browser=fields.get(AGENT, ""),
+                    ttl_ms=int(ttl),
+                )
+            )
+        return sessions
 
     async def rename(self, user_id: str, name: str) -> None:
         """Rewrite the display name kept in each live session of a user."""
-        for digest in await self.user_sessions(user_id):
-            await self.update(digest, {NAME: name}, ())
-
-    async def user_sessions(self, user_id: str) -> dict[str, Record]:
-        """Every live session of one user, by digest; prunes dead index entries on the way."""
-        index = index_key(user_id)
-        await self.redis.zremrangebyscore(index, "-inf", self.now())
-        digests = cast(list[str], await self.redis.zrange(index, 0, -1))
-        if not digests:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for digest in digests:
-                pipe.hgetall(session_key(digest))
-                pipe.pttl(session_key(digest))
-            replies = await pipe.execute()
-        live: dict[str, Record] = {}
-        dead: list[str] = []
-        for digest, fields, ttl in zip(digests, replies[::2], replies[1::2], strict=True):
-            if fields and ttl > 0 and fields.get(USER) == user_id:
-                live[digest] = Record(fields, ttl)
-            else:
-                dead.append(digest)
-        if dead:
-            await self.redis.zrem(index, *dead)
-        return live
+        await self._set_all(keys=[index_key(user_id)], args=[NAME, name])

@@ -9,16 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from web.errors import outage
-from web.htmx import redirect
+from web.guard import SignedIn, signed_in
 from web.services import services
-from web.sessions import session_of
 from web.templating import render
 
 
-async def home(request: Request) -> Response:
-    session = await session_of(request).load()
-    if not session.user:
-        return redirect(request, "/login")
+@signed_in
+async def home(request: Request, me: SignedIn) -> Response:
     return render(request, "pages/home.html")
 
 

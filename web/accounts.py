@@ -1,0 +1,77 @@
+"""Account operations the views share: who the user is, signing in, ending sessions.
+
+Views call these; these call the session store, the user documents and the audit log.
+"""
+
+from __future__ import annotations
+
+from beanie import PydanticObjectId
+from bson.errors import InvalidId
+from starlette.requests import Request
+
+from web.audit import audit
+from web.auth.users import User
+from web.guard import SignedIn, SignedOut
+from web.security import client_ip
+from web.services import Services, services
+from web.sessions import Session, SessionUser
+from web.sessions.agent import browser_label
+
+
+def handle(svc: Services, session: Session) -> str | None:
+    """The session's public name in logs and URLs."""
+    return svc.signer.handle(session.digest) if session.digest else None
+
+
+async def current_user(me: SignedIn) -> User:
+    """The signed-in user's document; if the account is gone, so is the session (SignedOut)."""
+    try:
+        user = await User.get(PydanticObjectId(me.user.id))
+    except InvalidId:
+        user = None
+    if user is None:
+        await me.session.destroy()
+        raise SignedOut
+    return user
+
+
+async def sign_in(request: Request, session: Session, user: User, *, epoch: int, event: str) -> None:
+    """Put the user in this session under a fresh id; raises StaleCredentials if `epoch` is old."""
+    svc = services(request)
+    agent = browser_label(request.headers.get("user-agent", ""))
+    ip = client_ip(request)
+    await session.login(SessionUser(str(user.id), user.display_name), ip=ip, agent=agent, epoch=epoch)
+    audit(event, ip=ip, user_id=str(user.id), session=handle(svc, session))
+
+
+async def end_sessions(
+    request: Request,
+    user_id: str,
+    *,
+    reason: str,
+    keep: Session | None = None,
+    only: list[str] | None = None,
+    bump_epoch: bool = False,
+) -> int:
+    """End the user's sessions (`only` these digests, else all but `keep`), one audit line each;
+    return the user's credential epoch.
+
+    bump_epoch also voids sign-ins in flight: use it whenever credentials change.
+    """
+    svc = services(request)
+    if only is not None and not only:
+        return await svc.store.epoch(user_id)
+    epoch, ended = await svc.store.end(
+        user_id, only=only or (), keep=keep.digest if keep else None, bump_epoch=bump_epoch
+    )
+    by = handle(svc, keep) if keep else None
+    for digest in ended:
+        audit(
+            "session_revoked",
+            ip=client_ip(request),
+            user_id=user_id,
+            session=svc.signer.handle(digest),
+            by=by,
+            reason=reason,
+        )
+    return epoch

@@ -1,0 +1,1 @@
+"""The handlers behind every route: they read the request, call accounts/services, render."""

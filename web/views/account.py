@@ -1,0 +1,140 @@
+"""The account pages: change password (ending every other session) and change name."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web.accounts import current_user, end_sessions, handle
+from web.audit import audit
+from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem, throttled
+from web.guard import SignedIn, SignedOut, signed_in
+from web.security import client_ip, client_network
+from web.services import services
+from web.sessions.store import StaleCredentials
+
+PAGE = "pages/password.html"
+CHANGED = "Your password was changed, and every other session was signed out."
+
+
+@signed_in
+async def password_page(request: Request, me: SignedIn) -> Response:
+    await current_user(me)
+    return form_page(
+        request,
+        PAGE,
+        values={},
+        notice=take_flash(me.session),
+        min_length=services(request).passwords.min_length,
+    )
+
+
+@signed_in
+async def change_password(request: Request, me: SignedIn) -> Response:
+    svc = services(request)
+    user = await current_user(me)
+    values = await read_form(request, "current_password", "new_password")
+    current, new = values["current_password"], values["new_password"]
+
+    def page(
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        notice: str | None = None,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return form_page(
+            request,
+            PAGE,
+            values={},
+            errors=errors,
+            notice=notice,
+            message=message,
+            status=status,
+            headers=headers,
+            min_length=svc.passwords.min_length,
+        )
+
+    errors = {}
+    if not current:
+        errors["current_password"] = "Enter your current password."
+    if not new:
+        errors["new_password"] = "Choose a new password."
+    elif problem := svc.passwords.problem(new, email=user.email):
+        errors["new_password"] = problem
+    elif new == current:
+        errors["new_password"] = "Choose a password different from the current one."
+    if errors:
+        return page(422, errors)
+
+    ip = client_ip(request)
+    # A counter of its own: the sign-in lock an attacker can cause must not stop the owner here.
+    limits = svc.throttle.password_change(str(user.id))
+    wait = await svc.throttle.reserve(limits)
+    if wait:
+        message, headers = throttled(wait)
+        audit("login_throttled", ip=ip, user_id=str(user.id), level=logging.WARNING, retry_after=wait)
+        return page(429, message=message, headers=headers)
+    try:
+        right = await svc.passwords.verify(current, user.password_hash)
+    except BaseException:
+        await svc.throttle.release(limits)
+        raise
+    if not right:
+        await svc.throttle.settle(limits, ok=False)
+        # A wrong guess here is a guess at the password: it counts against sign-ins from this
+        # address too (not against the owner's known browsers).
+        await svc.throttle.count_failure(svc.throttle.sign_in(user.email, client_network(ip), None))
+        audit("password_change_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
+        return page(401, {"current_password": "That is not your current password."})
+    await svc.throttle.settle(limits, ok=True)
+
+    # The new hash first, then the epoch: a sign-in reads them in the other order (views/auth.py).
+    await user.set_fields(password_hash=await svc.passwords.hash(new))
+    # Whoever knew the old password may hold a session, or be signing in right now: end them
+    # all but this one, which gets a new id too.
+    epoch = await end_sessions(
+        request, str(user.id), keep=me.session, reason="password_changed", bump_epoch=True
+    )
+    try:
+        await me.session.cycle(epoch=epoch)
+    except StaleCredentials:
+        await me.session.destroy()  # another change won the race, and ended this session too
+        raise SignedOut from None
+    audit("password_changed", ip=ip, user_id=str(user.id), session=handle(svc, me.session))
+    return done(request, me.session, CHANGED, "password", page(notice=CHANGED))
+
+
+# -- profile: the name, which every session of the user carries for the navbar -------------
+
+PROFILE = "pages/profile.html"
+RENAMED = "Your name was changed on every device."
+
+
+@signed_in
+async def profile_page(request: Request, me: SignedIn) -> Response:
+    user = await current_user(me)
+    values = {"first_name": user.first_name, "last_name": user.last_name}
+    return form_page(request, PROFILE, values=values, notice=take_flash(me.session))
+
+
+@signed_in
+async def change_profile(request: Request, me: SignedIn) -> Response:
+    user = await current_user(me)
+    values = await read_form(request, "first_name", "last_name")
+    first, last = values["first_name"].strip(), values["last_name"].strip()
+    problems = {
+        "first_name": text_problem(first, "first name", NAME_MAX),
+        "last_name": text_problem(last, "last name", NAME_MAX),
+    }
+    errors = {field: message for field, message in problems.items() if message}
+    if errors:
+        return form_page(request, PROFILE, values=values, errors=errors, status=422)
+    await user.set_fields(first_name=first, last_name=last)
+    await me.session.rename(user.display_name)
+    audit("profile_changed", ip=client_ip(request), user_id=str(user.id))
+    # The navbar shows the name too: htmx swaps it out of band.
+    fragment = form_page(request, PROFILE, values=values, notice=RENAMED, oob=("partials/navbar.html",))
+    return done(request, me.session, RENAMED, "profile", fragment)

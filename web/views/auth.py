@@ -1,0 +1,210 @@
+"""Sign up, sign in, sign out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from beanie import PydanticObjectId
+from pymongo.errors import DuplicateKeyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web.accounts import handle, sign_in
+from web.audit import audit
+from web.auth.throttle import Limit
+from web.auth.users import User, normalise_email
+from web.forms import NAME_MAX, email_problem, form_page, read_form, text_problem, throttled
+from web.guard import SignedIn, signed_in
+from web.htmx import is_htmx, redirect
+from web.security import client_ip, client_network
+from web.services import Services, services
+from web.sessions import session_of
+from web.sessions.store import StaleCredentials
+from web.templating import render
+from web.urls import path_for
+
+BAD_CREDENTIALS = "Invalid email or password"
+LOGIN_PAGE = "pages/login.html"
+SIGNUP_PAGE = "pages/signup.html"
+# Unknown addresses look up this id, so they cost the same reads as known ones.
+NOBODY = "000000000000000000000000"
+
+
+async def _release(svc: Services, limits: list[list[Limit]]) -> None:
+    """Give back places reserved by an attempt that was never decided (an outage, a full queue)."""
+    with contextlib.suppress(Exception):
+        await svc.throttle.release(limits)
+
+
+def _with_device(request: Request, response: Response, user_id: str) -> Response:
+    """Mark this browser as one this account has signed in on (see auth/devices.py)."""
+    devices = services(request).devices
+    response.headers.append("set-cookie", devices.remember(devices.read(request), user_id))
+    return response
+
+
+# -- sign in --------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    if (await session_of(request).load()).user:
+        return redirect(request, "home")
+    return form_page(request, LOGIN_PAGE, values={"email": ""})
+
+
+async def login(request: Request) -> Response:
+    svc = services(request)
+    values = await read_form(request, "email", "password")
+    email, password = normalise_email(values["email"]), values["password"]
+    errors = {}
+    if not email:
+        errors["email"] = "Enter your email address."
+    if not password:
+        errors["password"] = "Enter your password."
+    if errors:
+        return form_page(request, LOGIN_PAGE, values=values, errors=errors, status=422)
+
+    ip = client_ip(request)
+    user_id = await User.id_by_email(email)
+    device = svc.devices.read(request)
+    known = user_id is not None and svc.devices.knows(device, user_id)
+    limits = svc.throttle.sign_in(
+        email, client_network(ip), svc.devices.throttle_id(device) if known and device else None
+    )
+    # Reserved before the password is looked at: a burst gets no more checks than the limit,
+    # and a throttled guess learns nothing.
+    wait = await svc.throttle.reserve(limits)
+    if wait:
+        audit("login_throttled", ip=ip, user_id=user_id, level=logging.WARNING, retry_after=wait)
+        message, headers = throttled(wait)
+        return form_page(request, LOGIN_PAGE, values=values, message=message, status=429, headers=headers)
+    try:
+        # The epoch before the document: a password change writes the new hash, then bumps the
+        # epoch. So either this reads the new hash, or its session is refused or swept.
+        epoch = await svc.store.epoch(user_id or NOBODY)
+        user = await User.get(PydanticObjectId(user_id or NOBODY))
+        # An unknown email still costs one bcrypt check: timing must not tell which emails exist.
+        right = await svc.passwords.verify(password, user.password_hash if user else None)
+    except BaseException:
+        await _release(svc, limits)
+        raise
+    if not right or user is None:
+        locked = await svc.throttle.settle(limits, ok=False)
+        audit("login_failure", ip=ip, user_id=user_id, level=logging.WARNING, locked_for=locked or None)
+        return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
+
+    await svc.throttle.settle(limits, ok=True)
+    if svc.passwords.needs_rehash(user.password_hash):
+        await user.swap_password_hash(user.password_hash, await svc.passwords.hash(password))
+    session = await session_of(request).load()
+    try:
+        await sign_in(request, session, user, epoch=epoch, event="login_success")
+    except StaleCredentials:
+        # The password changed while this one was being checked: it is the old one now.
+        audit(
+            "login_failure", ip=ip, user_id=str(user.id), level=logging.WARNING, reason="credentials_changed"
+        )
+        return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
+    return _with_device(request, redirect(request, "home"), str(user.id))
+
+
+# -- sign up --------------------------------------------------------------------------------
+
+
+async def signup_page(request: Request) -> Response:
+    if (await session_of(request).load()).user:
+        return redirect(request, "home")
+    empty = {"first_name": "", "last_name": "", "email": ""}
+    return form_page(request, SIGNUP_PAGE, values=empty, min_length=services(request).passwords.min_length)
+
+
+async def signup(request: Request) -> Response:
+    svc = services(request)
+    values = await read_form(request, "first_name", "last_name", "email", "password")
+    first, last = values["first_name"].strip(), values["last_name"].strip()
+    email, password = normalise_email(values["email"]), values["password"]
+    problems = {
+        "first_name": text_problem(first, "first name", NAME_MAX),
+        "last_name": text_problem(last, "last name", NAME_MAX),
+        "email": email_problem(email),
+        "password": svc.passwords.problem(password, email=email) if password else "Choose a password.",
+    }
+    errors = {field: message for field, message in problems.items() if message}
+    min_length = svc.passwords.min_length
+
+    def page(
+        status: int,
+        errors: dict[str, str] | None = None,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return form_page(
+            request,
+            SIGNUP_PAGE,
+            values=values,
+            errors=errors,
+            message=message,
+            status=status,
+            headers=headers,
+            min_length=min_length,
+        )
+
+    if errors:
+        return page(422, errors=errors)
+    ip = client_ip(request)
+
+    def too_many(wait: int) -> Response:
+        audit("signup_throttled", ip=ip, level=logging.WARNING, retry_after=wait)
+        message, headers = throttled(wait, "sign-ups")
+        return page(429, message=message, headers=headers)
+
+    if wait := await svc.throttle.reserve(svc.throttle.sign_up(client_network(ip))):
+        return too_many(wait)
+    taken = {"email": "An account with this email already exists. Sign in instead?"}
+    # Checked before hashing: a taken address costs no bcrypt work (the 409 tells it anyway).
+    if await User.id_by_email(email):
+        if wait := await svc.throttle.reserve(svc.throttle.taken_address(email)):
+            return too_many(wait)
+        return page(409, errors=taken)
+    user = User(
+        first_name=first, last_name=last, email=email, password_hash=await svc.passwords.hash(password)
+    )
+    try:
+        await user.insert()
+    except DuplicateKeyError:
+        # The unique index decides, so concurrent signups with one address make one account.
+        return page(409, errors=taken)
+    await sign_in(request, await session_of(request).load(), user, epoch=0, event="signup")
+    return _with_device(request, redirect(request, "home"), str(user.id))
+
+
+# -- sign out -------------------------------------------------------------------------------
+
+
+@signed_in
+async def logout_page(request: Request, me: SignedIn) -> Response:
+    return render(request, "pages/logout.html")
+
+
+async def logout(request: Request) -> Response:
+    svc = services(request)
+    session = await session_of(request).load(touch=False)
+    if session.user:
+        audit("logout", ip=client_ip(request), user_id=session.user.id, session=handle(svc, session))
+    await session.destroy()
+    # Chrome's back/forward cache may keep the private page despite no-store: drop it too.
+    clear = {"Clear-Site-Data": '"cache"'}
+    if not is_htmx(request):
+        response = redirect(request, "login")
+        response.headers.update(clear)
+        return response
+    # Swap the sign-in form into the page and the navbar out of band: no reload.
+    return render(
+        request,
+        LOGIN_PAGE,
+        {"values": {"email": ""}, "errors": {}, "message": None, "notice": None},
+        block="content",
+        oob=("partials/navbar.html",),
+        headers={"HX-Push-Url": path_for(request, "login"), **clear},
+    )

@@ -1,0 +1,115 @@
+"""The session as its owner sees it: the countdown's status and refresh, the list of sessions."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from web.accounts import end_sessions
+from web.guard import SignedIn, signed_in
+from web.htmx import is_htmx, redirect, wants_json
+from web.services import services
+from web.sessions import Session, session_of
+from web.sessions.store import SessionInfo
+from web.templating import render
+
+EXPIRED = "Your session has ended. Sign in again."
+
+
+def status(request: Request, session: Session, *, code: int = 200) -> Response:
+    """The session's state as JSON, or as the countdown widget."""
+    if wants_json(request):
+        if not session.user:
+            body: dict[str, object] = {"authenticated": False}
+        else:
+            body = {
+                "authenticated": True,
+                "expires_in": session.expires_in,
+                "absolute_expires_in": session.absolute_expires_in,
+                "idle_timeout": session.idle_timeout,
+            }
+        response: Response = JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+    else:
+        response = render(request, "partials/countdown.html", status=code)
+    response.headers.add_vary_header("Accept")
+    return response
+
+
+async def session_status(request: Request) -> Response:
+    # touch=False: asking how long is left must not change the answer. Anonymous is an answer too.
+    return status(request, await session_of(request).load(touch=False))
+
+
+def _ended(request: Request, session: Session) -> Response:
+    """The countdown (or JSON) says it is over; a plain form gets the error page."""
+    if wants_json(request) or is_htmx(request):
+        return status(request, session, code=401)
+    raise HTTPException(401, EXPIRED)
+
+
+# Loading with touch slides the idle window, still capped by the absolute deadline.
+@signed_in(otherwise=_ended)
+async def session_refresh(request: Request, me: SignedIn) -> Response:
+    if not wants_json(request) and not is_htmx(request):
+        return redirect(request, "home")
+    return status(request, me.session)
+
+
+# -- the sessions page: see every signed-in device, end any of them ---------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    handle: str
+    info: SessionInfo
+    current: bool
+
+
+def _list_page(request: Request, me: SignedIn, sessions: list[SessionInfo]) -> Response:
+    signer = services(request).signer
+    rows = [Row(signer.handle(s.digest), s, s.digest == me.session.digest) for s in sessions]
+    rows.sort(key=lambda row: (not row.current, -row.info.last_seen, -row.info.created))
+    block = "list" if is_htmx(request) else None
+    return render(request, "pages/sessions.html", {"rows": rows}, block=block)
+
+
+async def _sessions(request: Request, me: SignedIn) -> list[SessionInfo]:
+    return await services(request).store.user_sessions(me.user.id)
+
+
+@signed_in
+async def sessions_page(request: Request, me: SignedIn) -> Response:
+    return _list_page(request, me, await _sessions(request, me))
+
+
+async def _after_revoke(request: Request, me: SignedIn) -> Response:
+    if not is_htmx(request):
+        return redirect(request, "sessions")
+    return _list_page(request, me, await _sessions(request, me))
+
+
+@signed_in
+async def revoke(request: Request, me: SignedIn) -> Response:
+    """End one session by its public handle. Idempotent: an unknown handle is already gone."""
+    signer = services(request).signer
+    handle = request.path_params["handle"]
+    # A handle is base64url; compare_digest raises on a str that is not ASCII (and it names nothing).
+    targets = [
+        s.digest
+        for s in await _sessions(request, me)
+        if handle.isascii()
+        and hmac.compare_digest(signer.handle(s.digest), handle)
+        and s.digest != me.session.digest
+    ]
+    await end_sessions(request, me.user.id, only=targets, keep=me.session, reason="revoked")
+    return await _after_revoke(request, me)
+
+
+@signed_in
+async def revoke_others(request: Request, me: SignedIn) -> Response:
+    await end_sessions(request, me.user.id, keep=me.session, reason="revoked_others", bump_epoch=True)
+    return await _after_revoke(request, me)
