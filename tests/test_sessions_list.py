@@ -13,6 +13,7 @@ from redis import Redis
 from starlette.applications import Starlette
 
 from tests.conftest import HX, login, make_client, session_keys, set_session_cookie, signup
+from web.sessions.agent import label
 from web.sessions.store import MAX_SESSIONS_PER_USER
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -139,7 +140,7 @@ async def test_dead_index_entries_are_pruned_on_read(app: Starlette, devices: De
     (index,) = redis.keys("u:*")
     assert redis.zcard(index) == 2
     # A session that vanished without its index entry (expired, or a crash half-way).
-    desktop_key = next(k for k in session_keys(redis) if redis.hget(k, "a") == "Chrome on Windows")
+    desktop_key = next(k for k in session_keys(redis) if label(redis.hget(k, "a")) == "Chrome on Windows")
     redis.delete(desktop_key)
     r = await laptop.get("/sessions")
     assert len(handles(r.text)) == 1

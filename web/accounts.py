@@ -15,7 +15,7 @@ from web.guard import SignedIn, SignedOut
 from web.security import client_ip
 from web.services import Services, services
 from web.sessions import Session, SessionUser
-from web.sessions.agent import browser_label
+from web.sessions.agent import browser_code
 
 
 def handle(svc: Services, session: Session) -> str | None:
@@ -38,7 +38,7 @@ async def current_user(me: SignedIn) -> User:
 async def sign_in(request: Request, session: Session, user: User, *, epoch: int, event: str) -> None:
     """Put the user in this session under a fresh id; raises StaleCredentials if `epoch` is old."""
     svc = services(request)
-    agent = browser_label(request.headers.get("user-agent", ""))
+    agent = browser_code(request.headers.get("user-agent", ""))
     ip = client_ip(request)
     await session.login(SessionUser(str(user.id), user.display_name), ip=ip, agent=agent, epoch=epoch)
     audit(event, ip=ip, user_id=str(user.id), session=handle(svc, session))

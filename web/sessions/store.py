@@ -19,15 +19,17 @@ behind the sweep.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from web.redis import RedisClient, Script
+from web.sessions.agent import label
 from web.sessions.ids import user_tag
 
 # Field names are short because every session pays for them in Redis memory.
-USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"
+USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"  # AGENT: agent.browser_code()
 DATA_PREFIX = "d:"
 SEEN_EVERY = 60  # seconds: how stale the stored last-seen time may get before it is rewritten
 MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessions go first
@@ -185,12 +187,19 @@ def session_key(digest: str) -> str:
     return f"s:{digest}"
 
 
+def _short(user_id: str) -> str:
+    # A MongoDB id in base64 rather than hex: 16 characters instead of 24, in every index key.
+    if len(user_id) == 24 and all(c in "0123456789abcdef" for c in user_id):
+        return base64.urlsafe_b64encode(bytes.fromhex(user_id)).decode()
+    return user_id
+
+
 def index_key(user_id: str) -> str:
-    return f"u:{{{user_tag(user_id)}}}{user_id}"
+    return f"u:{{{user_tag(user_id)}}}{_short(user_id)}"
 
 
 def epoch_key(user_id: str) -> str:
-    return f"e:{{{user_tag(user_id)}}}{user_id}"
+    return f"e:{{{user_tag(user_id)}}}{_short(user_id)}"
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -327,7 +336,7 @@ class SessionStore:
                     created=int(fields.get(CREATED, 0)),
                     last_seen=int(fields.get(SEEN, 0)),
                     ip=fields.get(IP, ""),
-                    browser=fields.get(AGENT, ""),
+                    browser=label(fields.get(AGENT, "")),
                     ttl_ms=int(ttl),
                 )
             )
