@@ -17,6 +17,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_KEY_LENGTH = 32
 
 
+# Every environment variable the app reads (from_env refuses to read one not listed here), so
+# tests that start the app can clear them all without keeping a copy of the list.
+VARIABLES = (
+    "REDIS_URL", "REDIS_CLUSTER", "MONGODB_URL", "SECRET_KEY", "DATA_DIR", "HOST", "PORT",
+    "SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "COOKIE_SECURE", "BCRYPT_ROUNDS",
+    "BCRYPT_QUEUE_LIMIT", "PASSWORD_MIN_LENGTH", "TRUSTED_PROXIES", "LOGIN_MAX_FAILURES",
+    "LOGIN_ACCOUNT_MAX_FAILURES", "LOGIN_IP_MAX_FAILURES", "LOGIN_WINDOW", "SIGNUP_IP_LIMIT",
+    "SIGNUP_LIMIT", "AUDIT_LOG_LEVEL",
+)  # fmt: skip
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -57,6 +68,8 @@ class Settings:
         env = os.environ if environ is None else environ
 
         def get(name: str, parse: Callable[[str], T], default: T) -> T:
+            if name not in VARIABLES:
+                raise RuntimeError(f"{name} is read but not listed in VARIABLES")
             raw = env.get(name, "").strip()
             if not raw:
                 return default
