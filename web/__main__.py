@@ -6,10 +6,9 @@ import dataclasses
 import signal
 import sys
 
-import uvicorn
-
 from web.app import create_app
 from web.embedded import EmbeddedError, Server, redis_binary, redis_version, start_mongo, start_redis
+from web.server import serve
 from web.settings import Settings, SettingsError
 
 
@@ -78,18 +77,7 @@ def main() -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             print(banner(settings, lines), file=sys.stderr, flush=True)
-        # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
-        # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            proxy_headers=False,
-            server_header=False,
-            loop="uvloop",
-            http="httptools",
-            timeout_graceful_shutdown=10,
-        )
+        serve(create_app(settings), settings)
     finally:
         # Only after the app has closed its clients: the servers then shut down cleanly.
         for server in reversed(servers):

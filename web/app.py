@@ -69,13 +69,9 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def from_env() -> Starlette:
-    """Uvicorn factory for production (Procfile): a bad setting stops the process with one line."""
+    """Uvicorn factory for production (each worker): a bad setting stops it with one line."""
     try:
-        settings = Settings.from_env()
-        if settings.embedded:
-            raise SettingsError(
-                "REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)"
-            )
+        settings = Settings.for_production()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -63,6 +63,16 @@ class Settings:
         return self.redis_url is None or self.mongodb_url is None
 
     @classmethod
+    def for_production(cls) -> Settings:
+        """The settings when nothing may be started or defaulted: every service URL set."""
+        settings = cls.from_env()
+        if settings.embedded:
+            raise SettingsError(
+                "REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)"
+            )
+        return settings
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting, raising SettingsError naming the first bad one."""
         env = os.environ if environ is None else environ
@@ -191,16 +201,35 @@ def _log_level(raw: str) -> int:
     return level
 
 
+def private_dir(path: Path) -> Path:
+    """Make (or tighten) a folder only this user can enter: it holds keys and user data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
 def _stored_secret(data_dir: Path) -> bytes:
-    path = data_dir / "secret_key"
+    path = private_dir(data_dir) / "secret_key"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once must not each write a different key.
+        # Written whole under a temporary name, then linked into place: a reader never sees a
+        # half-written key, and of two processes starting at once only one key wins (link
+        # fails if the name exists), which both then read.
+        temp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+            f.flush()
+            os.fsync(f.fileno())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(temp, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode()
+        finally:
+            temp.unlink()
+    if path.stat().st_mode & 0o077:
+        raise SettingsError(f"SECRET_KEY: {path} is readable by other users; chmod 600 it")
+    key = path.read_text().strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise SettingsError(f"SECRET_KEY: {path} holds fewer than {MIN_KEY_LENGTH} characters")
+    return key.encode()

@@ -1,0 +1,81 @@
+"""Serving the app with uvicorn: the production entry point (`python -m web.server`, the
+Procfile) and the one `python -m web` uses after starting its embedded services.
+
+Uvicorn's httptools parser accepts request headers of any size (a 16 MiB Cookie header is
+buffered whole); the protocol below refuses more than MAX_HEADER_BYTES with a 431.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from web.settings import Settings, SettingsError
+
+MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; browsers send a few KiB
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with a cap on the bytes of a request's head (request line and headers)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes: int | None = 0  # None once the headers of the current request are in
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Checked after parsing, so a chunk that holds the headers and the start of a body does
+        # not count the body; a head still incomplete past the limit is refused.
+        too_big = self._head_bytes is not None and self._head_bytes > MAX_HEADER_BYTES
+        if too_big and not self.transport.is_closing():
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 34\r\n\r\n"
+                b"Request header fields too large.\r\n"
+            )
+            self.transport.close()
+
+
+def serve(app: Any, settings: Settings, **options: Any) -> None:
+    """Run uvicorn as production does: uvloop, the header-limited httptools, no proxy headers."""
+    # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
+    # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        server_header=False,
+        loop="uvloop",
+        http=LimitedHttpToolsProtocol,
+        timeout_graceful_shutdown=10,
+        **options,
+    )
+
+
+def main() -> int:
+    """Production: every service URL must be set; nothing is started or defaulted."""
+    try:
+        settings = Settings.for_production()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve("web.app:from_env", settings, factory=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
