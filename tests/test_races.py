@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -75,12 +74,12 @@ def gate_before(target: Any, name: str, gate: Gate, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(target, name, gated)
 
 
-async def race(requests: list[Callable[[], Awaitable[httpx.Response]]]) -> list[asyncio.Task[httpx.Response]]:
+async def race(requests: list[Coroutine[Any, Any, httpx.Response]]) -> list[asyncio.Task[httpx.Response]]:
     """Start the racing requests, each in its own task marked as racing."""
 
-    async def marked(request: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    async def marked(request: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
         racing.set(True)
-        return await request()
+        return await request
 
     return [asyncio.create_task(marked(r)) for r in requests]
 
@@ -88,12 +87,6 @@ async def race(requests: list[Callable[[], Awaitable[httpx.Response]]]) -> list[
 def user_session_keys(redis: Redis, email_user_id: str) -> list[str]:
     """Every session key in Redis that belongs to this user."""
     return [k for k in redis.scan_iter("s:*") if redis.hget(k, "u") == email_user_id]
-
-
-@pytest.fixture
-async def slow_app(settings: Settings) -> AsyncIterator[Starlette]:
-    async with running(settings) as app:
-        yield app
 
 
 async def test_sign_ins_in_flight_never_outlive_a_password_change(
@@ -111,7 +104,7 @@ async def test_sign_ins_in_flight_never_outlive_a_password_change(
             # Every sign-in stops after checking the (old, right) password, before its session.
             gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
             clients = [make_client(app) for _ in range(attackers)]
-            tasks = await race([lambda c=c: login(c, email=email) for c in clients])  # type: ignore[misc]
+            tasks = await race([login(c, email=email) for c in clients])
             await gate.wait_for_all()
             assert (await owner.post("/account/password", data=CHANGE)).status_code == 303
             gate.open.set()
@@ -160,9 +153,8 @@ async def test_profile_saves_during_a_password_change_never_restore_the_old_pass
         gate = Gate(devices)
         # Each profile save stops right after loading the user (with the old password hash).
         gate_after(User, "get", gate, monkeypatch)
-        saves = await race(
-            [lambda c=c: c.post("/account/profile", data={"first_name": "Ada", "last_name": f"L{n}"}) for c in others]  # type: ignore[misc]
-        )
+        name = {"first_name": "Ada", "last_name": f"L{n}"}
+        saves = await race([c.post("/account/profile", data=name) for c in others])
         await gate.wait_for_all()
         assert (await owner.post("/account/password", data=CHANGE)).status_code == 303
         gate.open.set()
@@ -248,7 +240,3 @@ async def test_guessing_from_many_addresses_never_locks_out_the_owners_browser(s
         assert r.status_code == 429
         # ...but not the owner's.
         assert (await login(owner)).status_code == 303
-
-
-def handles(html: str) -> list[str]:
-    return re.findall(r'<tr data-session="([^"]+)"', html)

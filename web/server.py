@@ -24,9 +24,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # None once the headers of the current request are in
+        self._chunk = 0
 
     def on_message_begin(self) -> None:
-        self._head_bytes = 0
+        # Somewhere in the chunk being parsed: count all of it, an upper bound.
+        self._head_bytes = self._chunk
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -34,6 +36,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = len(data)
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)

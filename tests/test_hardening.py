@@ -1,0 +1,266 @@
+"""Hardening: client addresses as limits count them, header and body limits, HSTS, origins,
+the embedded secret key, and logs that a request path cannot forge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from redis import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tests.conftest import PASSWORD, login, make_client, running, signup
+from web.embedded import free_port
+from web.errors import ErrorMiddleware
+from web.routes import routes
+from web.security import canonical_ip, client_network, real_client
+from web.server import MAX_HEADER_BYTES, LimitedHttpToolsProtocol
+from web.settings import Settings, SettingsError
+
+# -- client addresses -------------------------------------------------------------------------
+
+
+def test_addresses_are_canonical_and_ipv6_limits_count_a_64() -> None:
+    assert canonical_ip("::ffff:198.51.100.7") == "198.51.100.7"
+    assert canonical_ip("2001:DB8:0:0::1") == "2001:db8::1"
+    assert (
+        client_network("2001:db8:1:2:aaaa::1")
+        == client_network("2001:db8:1:2:ffff::9")
+        == "2001:db8:1:2::/64"
+    )
+    assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
+    assert client_network("198.51.100.7") == "198.51.100.7"
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    assert real_client("10.0.0.2", "::ffff:198.51.100.1", proxies) == "198.51.100.1"
+    assert real_client("::ffff:10.0.0.2", "198.51.100.1", proxies) == "10.0.0.2"  # not trusted as mapped
+
+
+@pytest.fixture
+async def proxied(settings: Settings) -> AsyncIterator[Starlette]:
+    proxy = (ipaddress.ip_network("127.0.0.1/32"),)
+    async with running(settings, trusted_proxies=proxy, login_ip_max_failures=5) as app:
+        yield app
+
+
+async def test_one_ipv6_slash_64_is_one_client_for_the_limits(proxied: Starlette, redis: Redis) -> None:
+    async with make_client(proxied) as c:
+        await signup(c)
+        await c.post("/logout")
+        for i in range(5):  # five addresses of one /64, five accounts: the per-address limit
+            headers = {"X-Forwarded-For": f"2001:db8:1:2::{i + 1}"}
+            assert (
+                await login(c, email=f"user{i}@example.com", password="wrong", headers=headers)
+            ).status_code == 401
+        assert (await login(c, headers={"X-Forwarded-For": "2001:db8:1:2:ffff::7"})).status_code == 429
+        assert (await login(c, headers={"X-Forwarded-For": "2001:db8:1:3::1"})).status_code == 303
+    assert redis.exists("t:i:2001:db8:1:2::/64")
+
+
+async def test_ipv4_mapped_addresses_count_as_ipv4(proxied: Starlette, redis: Redis) -> None:
+    async with make_client(proxied) as c:
+        await login(
+            c, email="x@example.com", password="wrong", headers={"X-Forwarded-For": "::ffff:198.51.100.7"}
+        )
+    assert redis.exists("t:i:198.51.100.7") and not list(redis.scan_iter("t:i:::ffff*"))
+
+
+# -- request size -----------------------------------------------------------------------------
+
+
+async def test_a_chunked_body_over_the_limit_is_413_even_in_one_field(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"email=a%40b.co&password="
+        for _ in range(48):
+            yield b"x" * 65536  # 3 MiB in one field, no Content-Length
+
+    r = await client.post(
+        "/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 413
+    # One field over its own limit (64 KiB) inside an allowed body is 413 too.
+    r = await client.post("/login", data={"email": "a@b.co", "password": "x" * 70_000})
+    assert r.status_code == 413
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: Starlette) -> AsyncIterator[int]:
+    """The app behind real uvicorn with the production protocol, on a free port."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=LimitedHttpToolsProtocol, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until_listening(port)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def wait_until_listening(port: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)  # polling a condition, with the bound above
+                continue
+            writer.close()
+            return
+
+
+async def raw_request(port: int, head: bytes, body: bytes = b"") -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def bytes_accepted_of_a_huge_cookie(port: int) -> int:
+    """Send a 16 MiB Cookie header; return how much went out before the server hung up."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+    writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nCookie: ")
+    try:
+        async with asyncio.timeout(10):
+            while sent < 16 * 1024 * 1024:
+                writer.write(b"a" * 65536)
+                await writer.drain()
+                sent += 65536
+    except ConnectionError:
+        return sent
+    finally:
+        writer.close()
+    raise AssertionError("the server took a 16 MiB header")
+
+
+async def test_request_headers_over_the_limit_get_431() -> None:
+    async def hello(request: Request) -> Response:
+        return Response("ok: " + str(len(await request.body())))
+
+    app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"])])
+    async with uvicorn_serving(app) as port:
+        # A head past the limit, still unfinished: the server answers 431 and hangs up.
+        big = b"GET / HTTP/1.1\r\nHost: t\r\nCookie: " + b"a" * (MAX_HEADER_BYTES + 8192)
+        assert (await raw_request(port, big)).startswith(b"HTTP/1.1 431 ")
+        # 16 MiB of Cookie: the connection is cut long before the client has sent it all.
+        assert await bytes_accepted_of_a_huge_cookie(port) < 4 * 1024 * 1024
+        fine = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nCookie: " + b"a" * 8000 + b"\r\n\r\n"
+        assert (await raw_request(port, fine)).startswith(b"HTTP/1.1 200 ")
+        # A body bigger than the limit, in the same packets as small headers, is not a big head.
+        body = b"x" * (4 * MAX_HEADER_BYTES)
+        head = (
+            f"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        reply = await raw_request(port, head, body)
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(f"ok: {len(body)}".encode())
+
+
+# -- browser hardening ------------------------------------------------------------------------
+
+
+async def test_hsts_with_secure_cookies_only(settings: Settings) -> None:
+    async with running(settings) as app, make_client(app) as c:
+        hsts = (await c.get("/login")).headers["strict-transport-security"]
+        assert int(hsts.removeprefix("max-age=").split(";")[0]) >= 365 * 86400
+    async with running(settings, cookie_secure=False) as app, make_client(app) as c:
+        assert "strict-transport-security" not in (await c.get("/login")).headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("https://testserver", 303),
+        ("https://testserver:443", 303),
+        ("http://testserver", 403),  # same host, another scheme: another origin
+        ("https://testserver:8443", 403),
+        ("https://testserver.evil.example", 403),
+    ],
+)
+async def test_origin_must_match_scheme_host_and_port(
+    client: httpx.AsyncClient, origin: str, status: int
+) -> None:
+    await signup(client)
+    r = await client.post("/logout", headers={"Origin": origin})
+    assert r.status_code == status
+
+
+# -- the embedded secret key ------------------------------------------------------------------
+
+
+def test_a_generated_secret_key_is_private_and_made_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = Settings.from_env({"DATA_DIR": str(data)}).secret_keys
+    again = Settings.from_env({"DATA_DIR": str(data)}).secret_keys
+    assert first == again and len(first[0]) >= 32
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "secret_key").stat().st_mode) == 0o600
+    assert sorted(p.name for p in data.iterdir()) == ["secret_key"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [("", 0o600, "fewer than 32"), ("short", 0o600, "fewer than 32"), ("k" * 40, 0o644, "readable by other")],
+)
+def test_a_bad_secret_key_file_stops_the_app(tmp_path: Path, content: str, mode: int, message: str) -> None:
+    (tmp_path / "secret_key").write_text(content)
+    os.chmod(tmp_path / "secret_key", mode)
+    with pytest.raises(SettingsError, match=message) as caught:
+        Settings.from_env({"DATA_DIR": str(tmp_path)})
+    assert str(caught.value).startswith("SECRET_KEY: ")
+
+
+def test_an_existing_data_dir_is_made_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)  # noqa: S103 - the loose mode an older version left
+    Settings.from_env({"DATA_DIR": str(data)})
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+async def test_a_request_path_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    pages = Starlette(routes=routes)  # for the error page's links
+    guarded = ErrorMiddleware(broken)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = pages
+        await guarded(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        with caplog.at_level(logging.ERROR, logger="web"):
+            r = await c.get('/x%0A{"event":"login_success","user_id":"admin"}')
+    assert r.status_code == 500
+    (record,) = [rec for rec in caplog.records if rec.name == "web"]
+    assert "\n" not in record.getMessage() and "\\n" in record.getMessage()
+
+
+async def test_the_audit_log_has_no_password_after_a_change(client: httpx.AsyncClient) -> None:
+    await signup(client)
+    r = await client.post("/account/password", data={"current_password": PASSWORD, "new_password": "x" * 3})
+    assert r.status_code == 422
