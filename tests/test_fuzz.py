@@ -151,7 +151,9 @@ class World:
         sessions = []
         for agent in ("Firefox on Linux", "Safari on iOS"):
             session = await Session(svc.store, None).load()
-            await session.login(SessionUser(self.user_id, "Ada Lovelace"), ip="127.0.0.1", agent=agent, epoch=0)
+            await session.login(
+                SessionUser(self.user_id, "Ada Lovelace"), ip="127.0.0.1", agent=agent, epoch=0
+            )
             sessions.append(session)
         own, other = sessions
         assert own.id and own.digest and other.id and other.digest
