@@ -1,0 +1,58 @@
+"""Building outgoing mail, and turning it into bytes and back for the queue."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+
+def build_message(
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    headers: Mapping[str, str] | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """A multipart/alternative mail, plain text first, HTML second, all UTF-8."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = email.utils.format_datetime(date or datetime.now(UTC))
+    # The sender's own domain: make_msgid() would otherwise ask the resolver for this host's name.
+    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    message["Message-ID"] = email.utils.make_msgid(domain=domain)
+    # RFC 3834: tells vacation responders and other robots not to answer.
+    message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        del message[name]
+        message[name] = value
+    message.set_content(text, charset="utf-8", cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", charset="utf-8", cte=_transfer_encoding(html))
+    return message
+
+
+def _transfer_encoding(body: str) -> str | None:
+    """7bit for ASCII within SMTP's line limit; else None, for the email package's choice."""
+    # Left to itself, the email package quoted-printable-encodes any line over 78 characters,
+    # which cuts a long link in the raw message with "=" soft breaks.
+    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+        return "7bit"
+    return None
+
+
+def to_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=email.policy.default)
+
+
+def from_bytes(raw: bytes) -> EmailMessage:
+    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)  # policy.default makes EmailMessage
+    return parsed
