@@ -48,7 +48,8 @@
     }
     if (left === 0 && !expired) {
       expired = true;
-      announce("Your session has expired. Sign in again to continue.");
+      // The server's words (said once, in web/sessions), not a copy of them here.
+      announce(el.getAttribute("data-expired-message") || "");
       resync(); // let the server confirm (another tab may have extended it)
     }
   }

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.auth.passwords import Busy
 from web.htmx import is_htmx
-from web.templating import render
+from web.templating import TITLES, render
 
 log = logging.getLogger("web")
 
@@ -29,18 +29,6 @@ REDIS_DOWN = (
     redis_errors.SlotNotCoveredError,
 )
 MONGO_DOWN = (ConnectionFailure,)
-
-TITLES = {
-    400: "Bad request",
-    403: "Not allowed",
-    404: "Page not found",
-    405: "Method not allowed",
-    413: "Too large",
-    415: "Unsupported form encoding",
-    422: "Unreadable form",
-    500: "Something went wrong",
-    503: "Temporarily unavailable",
-}
 
 
 def error_page(

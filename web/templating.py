@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,9 +14,49 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from web.htmx import is_htmx
+from web.sessions import EXPIRED
 from web.urls import path_for
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Every error status the app answers with a page or a fragment. htmx swaps exactly these
+# (HTMX_CONFIG below is built from this table), so a new status cannot be forgotten there.
+TITLES = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Method not allowed",
+    409: "Already taken",
+    410: "Link no longer valid",
+    413: "Too large",
+    415: "Unsupported form encoding",
+    422: "Unreadable form",
+    429: "Too many attempts",
+    431: "Headers too large",
+    500: "Something went wrong",
+    503: "Temporarily unavailable",
+}
+
+# htmx: no eval, no inline styles (CSP); swap our error fragments; keep no private page in
+# localStorage.
+HTMX_CONFIG = json.dumps(
+    {
+        "allowEval": False,
+        "allowScriptTags": False,
+        "includeIndicatorStyles": False,
+        "selfRequestsOnly": True,
+        "historyCacheSize": 0,
+        "refreshOnHistoryMiss": True,
+        "responseHandling": [
+            {"code": "204", "swap": False},
+            {"code": "[23]..", "swap": True},
+            {"code": "(" + "|".join(str(s) for s in sorted(TITLES)) + ")", "swap": True},
+            {"code": "...", "swap": False, "error": True},
+        ],
+    },
+    separators=(",", ":"),
+)
 
 
 @jinja2.pass_context
@@ -64,6 +105,8 @@ env = jinja2.Environment(
     auto_reload=False,
 )
 env.globals["url_for"] = url_for
+env.globals["htmx_config"] = HTMX_CONFIG
+env.globals["session_expired"] = EXPIRED
 env.filters["mmss"] = mmss
 env.filters["duration"] = duration
 env.filters["isotime"] = isotime

@@ -3,6 +3,19 @@
 from web.sessions.ids import Signer
 from web.sessions.middleware import SessionMiddleware, session_of
 from web.sessions.session import Session, SessionUser
-from web.sessions.store import SessionStore
+from web.sessions.store import SessionInfo, SessionStore, StaleCredentials
 
-__all__ = ["Session", "SessionMiddleware", "SessionStore", "SessionUser", "Signer", "session_of"]
+# What a session says when it is over, wherever it says it (pages, countdown, errors).
+EXPIRED = "Your session has expired."
+
+__all__ = [
+    "EXPIRED",
+    "Session",
+    "SessionInfo",
+    "SessionMiddleware",
+    "SessionStore",
+    "SessionUser",
+    "Signer",
+    "StaleCredentials",
+    "session_of",
+]

@@ -13,7 +13,7 @@ from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_pro
 from web.guard import SignedIn, SignedOut, signed_in
 from web.security import client_ip, client_network
 from web.services import services
-from web.sessions.store import StaleCredentials
+from web.sessions import StaleCredentials
 
 PAGE = "pages/password.html"
 CHANGED = "Your password was changed, and every other session was signed out."

@@ -19,8 +19,7 @@ from web.guard import SignedIn, signed_in
 from web.htmx import is_htmx, redirect
 from web.security import client_ip, client_network
 from web.services import Services, services
-from web.sessions import session_of
-from web.sessions.store import StaleCredentials
+from web.sessions import StaleCredentials, session_of
 from web.templating import render
 from web.urls import path_for
 

@@ -13,11 +13,8 @@ from web.accounts import end_sessions
 from web.guard import SignedIn, signed_in
 from web.htmx import is_htmx, redirect, wants_json
 from web.services import services
-from web.sessions import Session, session_of
-from web.sessions.store import SessionInfo
+from web.sessions import EXPIRED, Session, SessionInfo, session_of
 from web.templating import render
-
-EXPIRED = "Your session has ended. Sign in again."
 
 
 def status(request: Request, session: Session, *, code: int = 200) -> Response:
@@ -48,7 +45,7 @@ def _ended(request: Request, session: Session) -> Response:
     """The countdown (or JSON) says it is over; a plain form gets the error page."""
     if wants_json(request) or is_htmx(request):
         return status(request, session, code=401)
-    raise HTTPException(401, EXPIRED)
+    raise HTTPException(401, f"{EXPIRED} Sign in again.")
 
 
 # Loading with touch slides the idle window, still capped by the absolute deadline.
