@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -24,8 +25,11 @@ VARIABLES = (
     "SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "COOKIE_SECURE", "BCRYPT_ROUNDS",
     "BCRYPT_QUEUE_LIMIT", "PASSWORD_MIN_LENGTH", "TRUSTED_PROXIES", "LOGIN_MAX_FAILURES",
     "LOGIN_ACCOUNT_MAX_FAILURES", "LOGIN_IP_MAX_FAILURES", "LOGIN_WINDOW", "SIGNUP_IP_LIMIT",
-    "SIGNUP_LIMIT", "AUDIT_LOG_LEVEL",
+    "SIGNUP_LIMIT", "AUDIT_LOG_LEVEL", "SMTP_URL", "MAIL_FROM", "PUBLIC_URL", "PASSWORD_RESET_TTL",
+    "EMAIL_VERIFY_TTL", "REDIS_WAIT_REPLICAS", "REDIS_WAIT_TIMEOUT", "METRICS_ALLOW", "METRICS_TOKEN",
+    "WEB_CONCURRENCY", "REAUTH_TIMEOUT", "REMEMBER_IDLE_TIMEOUT", "REMEMBER_ABSOLUTE_TIMEOUT",
 )  # fmt: skip
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 class SettingsError(ValueError):
@@ -52,7 +56,21 @@ class Settings:
     login_account_max_failures: int = 100
     signup_ip_limit: int = 20
     signup_limit: int = 1000
-    bcrypt_queue_limit: int = 0  # 0: eight per core
+    bcrypt_queue_limit: int = 0  # 0: about two seconds of hashing (passwords.py)
+    smtp_url: str | None = None  # None: mail is queued but nothing sends it (some tests)
+    mail_from: str = "Sessions <no-reply@localhost>"
+    public_url: str = "http://localhost:8000"
+    password_reset_ttl: int = 1800
+    email_verify_ttl: int = 86400
+    dev_inbox: Path | None = None  # the embedded mail catcher's Maildir, served at /dev/mail
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 500
+    metrics_allow: tuple[Network, ...] = LOOPBACK
+    metrics_token: str | None = None
+    workers: int = 1
+    reauth_timeout: int = 600
+    remember_idle_timeout: int = 604800
+    remember_absolute_timeout: int = 2592000
     audit_log_level: int = logging.INFO
     data_dir: Path = field(default_factory=lambda: Path(".data"))
     generated_secret: bool = False  # the key came from DATA_DIR (embedded mode), not SECRET_KEY
@@ -102,12 +120,26 @@ class Settings:
             # Development only: a key made once and kept, so sessions survive restarts.
             keys = (_stored_secret(data_dir),)
         idle = get("SESSION_IDLE_TIMEOUT", _positive, 1800)
+        port = get("PORT", _port, 8000)
+        smtp_url = get("SMTP_URL", _smtp_url, None)
+        # Embedded mode serves http://localhost (not 127.0.0.1: passkeys need a domain name).
+        public_url = get("PUBLIC_URL", _public_url, None)
+        if not embedded:
+            if smtp_url is None:
+                raise SettingsError("SMTP_URL: required (smtp://[user:pass@]host:port or smtps://...)")
+            if public_url is None:
+                raise SettingsError("PUBLIC_URL: required (the origin links in mails point to)")
+        workers = get("WEB_CONCURRENCY", _positive, 1)
+        if workers > 1 and embedded:
+            # Each worker builds its app from the environment, which has no embedded server's URL.
+            raise SettingsError("WEB_CONCURRENCY: more than 1 worker needs REDIS_URL and MONGODB_URL")
+        sentinel = redis_url is not None and redis_url.startswith("redis+sentinel")
         return cls(
             redis_url=redis_url,
             mongodb_url=mongodb_url,
             secret_keys=keys,
             host=get("HOST", str, "127.0.0.1"),
-            port=get("PORT", _port, 8000),
+            port=port,
             redis_cluster=get("REDIS_CLUSTER", _flag, False),
             session_idle_timeout=idle,
             session_absolute_timeout=get("SESSION_ABSOLUTE_TIMEOUT", _positive, 28800),
@@ -126,12 +158,79 @@ class Settings:
             audit_log_level=get("AUDIT_LOG_LEVEL", _log_level, logging.INFO),
             data_dir=data_dir,
             generated_secret="SECRET_KEY" not in env or not env["SECRET_KEY"].strip(),
+            smtp_url=smtp_url,
+            mail_from=get("MAIL_FROM", _mail_from, "Sessions <no-reply@localhost>"),
+            public_url=public_url or f"http://localhost:{port}",
+            password_reset_ttl=get("PASSWORD_RESET_TTL", _positive, 1800),
+            email_verify_ttl=get("EMAIL_VERIFY_TTL", _positive, 86400),
+            # A sign-in acknowledged by a master that dies at once survives only on a replica.
+            redis_wait_replicas=get("REDIS_WAIT_REPLICAS", _non_negative, 1 if sentinel else 0),
+            redis_wait_timeout_ms=get("REDIS_WAIT_TIMEOUT", _wait_timeout, 500),
+            metrics_allow=get("METRICS_ALLOW", _allow, LOOPBACK),
+            metrics_token=get("METRICS_TOKEN", _token, None),
+            workers=workers,
+            reauth_timeout=get("REAUTH_TIMEOUT", _positive, 600),
+            remember_idle_timeout=get("REMEMBER_IDLE_TIMEOUT", _positive, 604800),
+            remember_absolute_timeout=get("REMEMBER_ABSOLUTE_TIMEOUT", _positive, 2592000),
         )
 
 
 def _redis_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected redis://, rediss:// or unix:// URL")
+    scheme = urlsplit(raw).scheme
+    if scheme in ("redis+sentinel", "redis+sentinels"):
+        from web.sentinel import parse_sentinel_url
+
+        parse_sentinel_url(raw)  # raises ValueError with what is wrong
+        return raw
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://, rediss://, unix:// or redis+sentinel:// URL")
+    return raw
+
+
+def _smtp_url(raw: str) -> str:
+    from web.mail.smtp import parse_smtp_url
+
+    parse_smtp_url(raw)  # raises ValueError with what is wrong
+    return raw
+
+
+def _public_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an origin such as https://app.example.com")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError("expected an origin only: scheme, host and port, no path")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _mail_from(raw: str) -> str:
+    _, address = parseaddr(raw)
+    if "@" not in address or any(c in raw for c in "\r\n"):
+        raise ValueError("expected an address such as 'Sessions <no-reply@example.com>'")
+    return raw
+
+
+def _non_negative(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, not {raw!r}")
+    return value
+
+
+def _wait_timeout(raw: str) -> int:
+    value = _positive(raw)
+    if value > 750:  # the WAIT must end well inside the Redis client's 1 s socket timeout
+        raise ValueError("expected 1 to 750 milliseconds")
+    return value
+
+
+def _allow(raw: str) -> tuple[Network, ...]:
+    return () if raw.lower() == "none" else _networks(raw)  # none: the bearer token only
+
+
+def _token(raw: str) -> str:
+    if len(raw) < MIN_KEY_LENGTH:
+        raise ValueError(f"use at least {MIN_KEY_LENGTH} random characters")
     return raw
 
 
