@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> Starlette:
         listener = start_audit_log(settings.audit_log_level)
         try:
             await init_beanie(database=svc.mongo.get_default_database(), document_models=[User])
-            await svc.passwords.start()
+            await svc.start()
             compile_all()
             yield
         finally:

@@ -11,6 +11,12 @@ from starlette.requests import HTTPConnection
 from web.auth.devices import Devices
 from web.auth.passwords import Passwords
 from web.auth.throttle import Throttle
+from web.auth.tokens import Tokens
+from web.crypto import SecretBox
+from web.mail.outbox import Outbox
+from web.mail.queue import MailQueue
+from web.mail.sender import MailSender
+from web.mail.smtp import parse_smtp_url
 from web.redis import RedisClient, connect_redis
 from web.sessions import SessionStore, Signer
 from web.settings import Settings
@@ -43,6 +49,9 @@ class Services:
     passwords: Passwords
     throttle: Throttle
     devices: Devices
+    tokens: Tokens
+    mail: Outbox
+    sender: MailSender | None  # None without SMTP_URL: mail waits in the queue
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -50,6 +59,7 @@ class Services:
             raise ValueError("REDIS_URL and MONGODB_URL must be set (python -m web starts local ones)")
         redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
         signer = Signer(settings.secret_keys)
+        queue = MailQueue(redis, SecretBox(settings.secret_keys, "mail-queue"))
         return cls(
             settings=settings,
             redis=redis,
@@ -75,9 +85,21 @@ class Services:
                 signup_limit=settings.signup_limit,
             ),
             devices=Devices(signer, secure=settings.cookie_secure),
+            tokens=Tokens(redis),
+            mail=Outbox(
+                queue, sender=settings.mail_from, public_url=settings.public_url, keys=settings.secret_keys
+            ),
+            sender=MailSender(queue, parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
         )
 
+    async def start(self) -> None:
+        await self.passwords.start()
+        if self.sender is not None:
+            self.sender.start()
+
     async def close(self) -> None:
+        if self.sender is not None:
+            await self.sender.stop()  # before the Redis pool it needs is closed
         await self.redis.aclose()
         await self.mongo.close()
         self.passwords.close()

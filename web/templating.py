@@ -115,7 +115,7 @@ env.filters["ago"] = ago
 
 def compile_all() -> None:
     """Compile every template now, at start-up, rather than on some user's first request."""
-    for name in env.list_templates(extensions=["html"]):
+    for name in env.list_templates(extensions=["html", "txt"]):
         env.get_template(name)
 
 

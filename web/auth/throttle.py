@@ -27,28 +27,40 @@ from web.redis import RedisClient, Script
 
 LOCK_CAP = 24 * 3600  # the longest lockout; also how long past lockouts are remembered
 TAKEN_PER_ADDRESS = 5  # sign-ups for an address that has an account, an hour, whoever asks
+RESET_MAILS_PER_ADDRESS = 3
+RESET_MAILS_PER_CLIENT = 20
+VERIFY_MAILS_PER_USER = 3
 HOUR = 3600
 
-# ARGV: now, cap, then per key: its limit and its window.
+# ARGV: now, cap, then per key: its limit, its window, and 1 if it records the group's keys.
 _RESERVE = """
+local UNLIMITED = 2147483648
 local now, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local wait = 0
 for i, key in ipairs(KEYS) do
   local v = redis.call('HMGET', key, 'u', 'f', 'w')
   local u, f, w = tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
-  if u > now then
+  local limit = tonumber(ARGV[3 * i])
+  if limit >= UNLIMITED then
+    -- listed only to count and to record: its lock is not for this client
+  elseif u > now then
     wait = math.max(wait, u - now)
-  elseif w > now and f >= tonumber(ARGV[1 + 2 * i]) then
+  elseif w > now and f >= limit then
     wait = math.max(wait, w - now)
   end
 end
 if wait > 0 then return wait end
 for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[1 + 3 * i])
   if tonumber(redis.call('HGET', key, 'w') or 0) <= now then
     redis.call('HSET', key, 'f', 1, 'w', now + window)
   else
     redis.call('HINCRBY', key, 'f', 1)
+  end
+  if ARGV[2 + 3 * i] == '1' then
+    for _, other in ipairs(KEYS) do
+      if other ~= key then redis.call('HSET', key, 'k:' .. other, 1) end
+    end
   end
   redis.call('EXPIRE', key, window + cap)
 end
@@ -92,6 +104,17 @@ return locked
 """
 
 
+# Delete a limiter and every limiter it recorded (a password reset unlocks the account).
+_CLEAR = """
+local fields = redis.call('HKEYS', KEYS[1])
+for _, field in ipairs(fields) do
+  if string.sub(field, 1, 2) == 'k:' then redis.call('DEL', string.sub(field, 3)) end
+end
+return redis.call('DEL', KEYS[1])
+"""
+UNLIMITED = 2**31
+
+
 def account_tag(email: str) -> str:
     # Hashed: the throttle needs to tell accounts apart, not to know their addresses.
     return base64.urlsafe_b64encode(hashlib.sha256(email.encode()).digest()[:12]).decode()
@@ -105,6 +128,7 @@ class Limit:
     limit: int
     window: int
     clears: bool = False
+    records: bool = False  # keeps the names of the other limiters of its group (for clear())
 
 
 class Throttle:
@@ -132,6 +156,7 @@ class Throttle:
         self.clock = clock
         self._reserve = Script(redis, _RESERVE)
         self._settle = Script(redis, _SETTLE)
+        self._clear = Script(redis, _CLEAR)
 
     # -- the rules ------------------------------------------------------------------------
 
@@ -144,14 +169,27 @@ class Throttle:
         per_address = [Limit(f"t:i:{network}", self.ip_max_failures, window)]
         if device:
             # The owner's known browser: a counter of its own, and no account-wide ceiling.
-            return [[Limit(f"t:a:{{{tag}}}:d:{device}", self.max_failures, window, clears=True)], per_address]
+            own = Limit(f"t:a:{{{tag}}}:d:{device}", self.max_failures, window, clears=True)
+            account = Limit(f"t:a:{{{tag}}}", UNLIMITED, window, records=True)
+        else:
+            own = Limit(f"t:a:{{{tag}}}:n:{network}", self.max_failures, window, clears=True)
+            account = Limit(f"t:a:{{{tag}}}", self.account_max_failures, window, records=True)
+        return [[own, account], per_address]
+
+    async def unlock(self, email: str) -> None:
+        """Clear every sign-in limiter of an account (its owner proved it by mail)."""
+        await self._clear(keys=[f"t:a:{{{account_tag(email)}}}"], args=[])
+
+    def reset_mail(self, email: str, network: str) -> list[list[Limit]]:
+        """Password reset mails: a few per address an hour, and some per client address."""
         return [
-            [
-                Limit(f"t:a:{{{tag}}}:n:{network}", self.max_failures, window, clears=True),
-                Limit(f"t:a:{{{tag}}}", self.account_max_failures, window),
-            ],
-            per_address,
+            [Limit(f"t:r:{{{account_tag(email)}}}", RESET_MAILS_PER_ADDRESS, HOUR)],
+            [Limit(f"t:r:{network}", RESET_MAILS_PER_CLIENT, HOUR)],
         ]
+
+    def verify_mail(self, user_id: str) -> list[list[Limit]]:
+        """Verification mails asked for again by a signed-in user, an hour."""
+        return [[Limit(f"t:v:{{{account_tag(user_id)}}}", VERIFY_MAILS_PER_USER, HOUR)]]
 
     def password_change(self, user_id: str) -> list[list[Limit]]:
         """Wrong current passwords on the change form: a counter of their own, per account."""
@@ -175,7 +213,7 @@ class Throttle:
         """Take a place in every limiter; 0 if taken, else the seconds to wait (nothing taken)."""
         taken: list[Sequence[Limit]] = []
         for group in groups:
-            per_key = [x for limit in group for x in (limit.limit, limit.window)]
+            per_key = [x for limit in group for x in (limit.limit, limit.window, int(limit.records))]
             args = [int(self.clock()), LOCK_CAP, *per_key]
             wait = int(await self._reserve(keys=[limit.key for limit in group], args=args))
             if wait:

@@ -187,7 +187,7 @@ def session_key(digest: str) -> str:
     return f"s:{digest}"
 
 
-def _short(user_id: str) -> str:
+def short_user_id(user_id: str) -> str:
     # A MongoDB id in base64 rather than hex: 16 characters instead of 24, in every index key.
     if len(user_id) == 24 and all(c in "0123456789abcdef" for c in user_id):
         return base64.urlsafe_b64encode(bytes.fromhex(user_id)).decode()
@@ -195,11 +195,11 @@ def _short(user_id: str) -> str:
 
 
 def index_key(user_id: str) -> str:
-    return f"u:{{{user_tag(user_id)}}}{_short(user_id)}"
+    return f"u:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
 def epoch_key(user_id: str) -> str:
-    return f"e:{{{user_tag(user_id)}}}{_short(user_id)}"
+    return f"e:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
