@@ -5,6 +5,9 @@ Views call these; these call the session store, the user documents and the audit
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from starlette.requests import Request
@@ -12,10 +15,13 @@ from starlette.requests import Request
 from web.audit import audit
 from web.auth.users import User
 from web.guard import SignedIn, SignedOut
-from web.security import client_ip
+from web.security import client_ip, client_network
 from web.services import Services, services
 from web.sessions import Session, SessionUser
 from web.sessions.agent import browser_code
+
+# Unknown addresses look up this id, so they cost the same reads as known ones.
+NOBODY = "000000000000000000000000"
 
 
 def handle(svc: Services, session: Session) -> str | None:
@@ -40,7 +46,8 @@ async def sign_in(request: Request, session: Session, user: User, *, epoch: int,
     svc = services(request)
     agent = browser_code(request.headers.get("user-agent", ""))
     ip = client_ip(request)
-    await session.login(SessionUser(str(user.id), user.display_name), ip=ip, agent=agent, epoch=epoch)
+    signed = SessionUser(str(user.id), user.display_name, verified=user.email_verified_at is not None)
+    await session.login(signed, ip=ip, agent=agent, epoch=epoch)
     audit(event, ip=ip, user_id=str(user.id), session=handle(svc, session))
 
 
@@ -75,3 +82,34 @@ async def end_sessions(
             reason=reason,
         )
     return epoch
+
+
+async def mark_verified(request: Request, user: User) -> None:
+    """The user's address is confirmed: in the document, and in every session (no more notice)."""
+    await user.mark_verified()
+    await services(request).store.verified(str(user.id))
+
+
+async def check_password(request: Request, user: User, password: str, *, event: str) -> int | bool:
+    """The signed-in user's password, checked under its own counter (not the sign-in lock):
+    True if right, False if wrong (counted here and against sign-ins from this address),
+    or the seconds to wait when throttled. `event` names the audit line of a failure."""
+    svc = services(request)
+    ip = client_ip(request)
+    limits = svc.throttle.password_change(str(user.id))
+    if wait := await svc.throttle.reserve(limits):
+        audit("login_throttled", ip=ip, user_id=str(user.id), level=logging.WARNING, retry_after=wait)
+        return wait
+    try:
+        right = await svc.passwords.verify(password, user.password_hash)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await svc.throttle.release(limits)
+        raise
+    await svc.throttle.settle(limits, ok=right)
+    if not right:
+        # A wrong guess here is a guess at the password: it counts against sign-ins from this
+        # address too (not against the owner's known browsers).
+        await svc.throttle.count_failure(svc.throttle.sign_in(user.email, client_network(ip), None))
+        audit(event, ip=ip, user_id=str(user.id), level=logging.WARNING)
+    return right

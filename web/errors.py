@@ -31,11 +31,23 @@ REDIS_DOWN = (
 MONGO_DOWN = (ConnectionFailure,)
 
 
+class LinkGone(HTTPException):
+    """A link from a mail that no longer works (used, expired, voided): 410, and where to ask again."""
+
+    def __init__(self, message: str, *, again: str) -> None:
+        super().__init__(410, message)
+        self.again = again
+
+
 def error_page(
-    request: Request, status: int, message: str, headers: Mapping[str, str] | None = None
+    request: Request,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    again: str | None = None,
 ) -> Response:
     """The error page; for htmx, just the alert, retargeted to the page's alert area."""
-    context = {"status": status, "title": TITLES.get(status, "Error"), "message": message}
+    context = {"status": status, "title": TITLES.get(status, "Error"), "message": message, "again": again}
     if is_htmx(request):
         hx = {"HX-Retarget": "#alerts", "HX-Reswap": "innerHTML", **(headers or {})}
         return render(request, "pages/error.html", context, block="alert", status=status, headers=hx)
@@ -51,7 +63,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
         message = "There is nothing at this address."
     elif exc.status_code == 405:
         message = "This address does not take that kind of request."
-    return error_page(request, exc.status_code, message, exc.headers)
+    return error_page(request, exc.status_code, message, exc.headers, getattr(exc, "again", None))
 
 
 def outage(exc: BaseException) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web.views import account, auth, pages, sessions
+from web.views import account, auth, devmail, email, pages, recovery, sessions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -28,6 +28,20 @@ routes: list[BaseRoute] = [
     Route("/account/password", account.change_password, methods=["POST"]),
     Route("/account/profile", account.profile_page, methods=["GET"], name="profile"),
     Route("/account/profile", account.change_profile, methods=["POST"]),
+    Route("/password/forgot", recovery.forgot_page, methods=["GET"], name="forgot_password"),
+    Route("/password/forgot", recovery.forgot, methods=["POST"]),
+    Route("/password/reset/{token}", recovery.reset_page, methods=["GET"], name="password_reset"),
+    Route("/password/reset/{token}", recovery.reset, methods=["POST"]),
+    Route("/email/verify/resend", email.resend_verification, methods=["POST"], name="resend_verification"),
+    Route("/email/verify/{token}", email.verify_page, methods=["GET"], name="verify_email"),
+    Route("/email/verify/{token}", email.verify, methods=["POST"]),
+    Route("/account", email.account_page, methods=["GET"], name="account"),
+    Route("/account/email", email.email_page, methods=["GET"], name="change_email"),
+    Route("/account/email", email.change_email, methods=["POST"]),
+    Route("/sessions/report/{token}", sessions.report_page, methods=["GET"], name="report_session"),
+    Route("/sessions/report/{token}", sessions.report, methods=["POST"]),
+    Route("/dev/mail", devmail.inbox, methods=["GET"], name="dev_mail"),
+    Route("/dev/mail/{id}", devmail.message, methods=["GET"], name="dev_mail_message"),
     Route("/healthz", pages.healthz, name="healthz"),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]

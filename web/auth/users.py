@@ -21,6 +21,7 @@ class User(Document):
     email: Annotated[str, Indexed(unique=True)]
     password_hash: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    email_verified_at: datetime | None = None
 
     class Settings:
         name = "users"
@@ -48,6 +49,9 @@ class User(Document):
         await self.get_pymongo_collection().update_one({"_id": self.id}, {"$set": changes})
         for name, value in changes.items():
             setattr(self, name, value)
+
+    async def mark_verified(self) -> None:
+        await self.set_fields(email_verified_at=datetime.now(UTC))
 
     async def swap_password_hash(self, old: str, new: str) -> bool:
         """Replace the hash only if it is still `old` (a rehash must not undo a password change)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from web.sessions.ids import digest, new_id, user_tag
-from web.sessions.store import AGENT, CREATED, DATA_PREFIX, IP, NAME, SEEN, USER, SessionStore
+from web.sessions.store import AGENT, CREATED, DATA_PREFIX, IP, NAME, SEEN, UNVERIFIED, USER, SessionStore
 
 CookieAction = Literal["set", "clear"] | None
 
@@ -19,6 +19,7 @@ class SessionUser:
 
     id: str
     name: str
+    verified: bool = True
 
 
 class Session:
@@ -70,7 +71,7 @@ class Session:
     def user(self) -> SessionUser | None:
         if USER not in self._fields:
             return None
-        return SessionUser(self._fields[USER], self._fields.get(NAME, ""))
+        return SessionUser(self._fields[USER], self._fields.get(NAME, ""), UNVERIFIED not in self._fields)
 
     @property
     def created(self) -> int:
@@ -148,6 +149,8 @@ class Session:
         self._check_loaded()
         now = self._store.now()
         fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: str(now), IP: ip, AGENT: agent}
+        if not user.verified:
+            fields[UNVERIFIED] = "1"
         previous_user = self._fields.get(USER)
         if previous_user not in (None, user.id):
             self._data.clear()  # another person's data must not follow a switch of account

@@ -30,6 +30,7 @@ from web.sessions.ids import user_tag
 
 # Field names are short because every session pays for them in Redis memory.
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"  # AGENT: agent.browser_code()
+UNVERIFIED = "v"  # present while the user's email address is not confirmed
 DATA_PREFIX = "d:"
 SEEN_EVERY = 60  # seconds: how stale the stored last-seen time may get before it is rewritten
 MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessions go first
@@ -149,11 +150,14 @@ end
 return out
 """
 
-# Rewrite one field in every live session of a user (the display name after a rename).
+# Set one field (or with an empty value, delete it) in every live session of a user: what
+# sessions keep about the user (the name, the unverified mark) changes everywhere at once.
 _SET_ALL = """
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = 's:' .. member
-  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, ARGV[1], ARGV[2]) end
+  if redis.call('EXISTS', key) == 1 then
+    if ARGV[2] == '' then redis.call('HDEL', key, ARGV[1]) else redis.call('HSET', key, ARGV[1], ARGV[2]) end
+  end
 end
 return 1
 """
@@ -345,3 +349,7 @@ class SessionStore:
     async def rename(self, user_id: str, name: str) -> None:
         """Rewrite the display name kept in each live session of a user."""
         await self._set_all(keys=[index_key(user_id)], args=[NAME, name])
+
+    async def verified(self, user_id: str) -> None:
+        """The user's address is confirmed: no session of theirs carries the mark any more."""
+        await self._set_all(keys=[index_key(user_id)], args=[UNVERIFIED, ""])

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web.accounts import current_user, end_sessions, handle
+from web import notices
+from web.accounts import check_password, current_user, end_sessions, handle
 from web.audit import audit
 from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, SignedOut, signed_in
-from web.security import client_ip, client_network
+from web.security import client_ip
 from web.services import services
 from web.sessions import StaleCredentials
 
@@ -69,27 +68,12 @@ async def change_password(request: Request, me: SignedIn) -> Response:
     if errors:
         return page(422, errors)
 
-    ip = client_ip(request)
-    # A counter of its own: the sign-in lock an attacker can cause must not stop the owner here.
-    limits = svc.throttle.password_change(str(user.id))
-    wait = await svc.throttle.reserve(limits)
-    if wait:
-        message, headers = throttled(wait)
-        audit("login_throttled", ip=ip, user_id=str(user.id), level=logging.WARNING, retry_after=wait)
-        return page(429, message=message, headers=headers)
-    try:
-        right = await svc.passwords.verify(current, user.password_hash)
-    except BaseException:
-        await svc.throttle.release(limits)
-        raise
-    if not right:
-        await svc.throttle.settle(limits, ok=False)
-        # A wrong guess here is a guess at the password: it counts against sign-ins from this
-        # address too (not against the owner's known browsers).
-        await svc.throttle.count_failure(svc.throttle.sign_in(user.email, client_network(ip), None))
-        audit("password_change_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
+    checked = await check_password(request, user, current, event="password_change_failure")
+    if checked is False:
         return page(401, {"current_password": "That is not your current password."})
-    await svc.throttle.settle(limits, ok=True)
+    if checked is not True:
+        message, headers = throttled(checked)
+        return page(429, message=message, headers=headers)
 
     # The new hash first, then the epoch: a sign-in reads them in the other order (views/auth.py).
     await user.set_fields(password_hash=await svc.passwords.hash(new))
@@ -103,7 +87,8 @@ async def change_password(request: Request, me: SignedIn) -> Response:
     except StaleCredentials:
         await me.session.destroy()  # another change won the race, and ended this session too
         raise SignedOut from None
-    audit("password_changed", ip=ip, user_id=str(user.id), session=handle(svc, me.session))
+    await notices.password_changed(request, user, how="changed")
+    audit("password_changed", ip=client_ip(request), user_id=str(user.id), session=handle(svc, me.session))
     return done(request, me.session, CHANGED, "password", page(notice=CHANGED))
 
 

@@ -10,11 +10,12 @@ from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web.accounts import handle, sign_in
+from web import notices
+from web.accounts import NOBODY, handle, sign_in
 from web.audit import audit
 from web.auth.throttle import Limit
 from web.auth.users import User, normalise_email
-from web.forms import NAME_MAX, email_problem, form_page, read_form, text_problem, throttled
+from web.forms import NAME_MAX, email_problem, form_page, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, signed_in
 from web.htmx import is_htmx, redirect
 from web.security import client_ip, client_network
@@ -26,8 +27,6 @@ from web.urls import path_for
 BAD_CREDENTIALS = "Invalid email or password"
 LOGIN_PAGE = "pages/login.html"
 SIGNUP_PAGE = "pages/signup.html"
-# Unknown addresses look up this id, so they cost the same reads as known ones.
-NOBODY = "000000000000000000000000"
 
 
 async def _release(svc: Services, limits: list[list[Limit]]) -> None:
@@ -47,9 +46,12 @@ def _with_device(request: Request, response: Response, user_id: str) -> Response
 
 
 async def login_page(request: Request) -> Response:
-    if (await session_of(request).load()).user:
+    session = await session_of(request).load()
+    if session.user:
         return redirect(request, "home")
-    return form_page(request, LOGIN_PAGE, values={"email": ""})
+    # A reset or a confirmed address ends here, with its message in the session (if any).
+    notice = take_flash(session)
+    return form_page(request, LOGIN_PAGE, values={"email": ""}, notice=notice)
 
 
 async def login(request: Request) -> Response:
@@ -175,6 +177,8 @@ async def signup(request: Request) -> Response:
         # The unique index decides, so concurrent signups with one address make one account.
         return page(409, errors=taken)
     await sign_in(request, await session_of(request).load(), user, epoch=0, event="signup")
+    # Sign-up counts as the first sign-in on this browser: no new-browser notice, a link instead.
+    await notices.verify_email(request, user, user.email)
     return _with_device(request, redirect(request, "home"), str(user.id))
 
 

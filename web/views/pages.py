@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from web.errors import outage
+from web.forms import take_flash
 from web.guard import SignedIn, signed_in
 from web.services import services
 from web.templating import render
@@ -16,7 +17,7 @@ from web.templating import render
 
 @signed_in
 async def home(request: Request, me: SignedIn) -> Response:
-    return render(request, "pages/home.html")
+    return render(request, "pages/home.html", {"notice": take_flash(me.session)})
 
 
 async def healthz(request: Request) -> Response:

@@ -10,8 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from web.accounts import end_sessions
+from web.audit import audit
+from web.auth.tokens import Token
+from web.errors import LinkGone
 from web.guard import SignedIn, signed_in
 from web.htmx import is_htmx, redirect, wants_json
+from web.security import client_ip
 from web.services import services
 from web.sessions import EXPIRED, Session, SessionInfo, session_of
 from web.templating import render
@@ -110,3 +114,40 @@ async def revoke(request: Request, me: SignedIn) -> Response:
 async def revoke_others(request: Request, me: SignedIn) -> Response:
     await end_sessions(request, me.user.id, keep=me.session, reason="revoked_others", bump_epoch=True)
     return await _after_revoke(request, me)
+
+
+# -- "this wasn't me": the link in a new-browser notice ----------------------------------------
+
+REPORTED = (
+    "Done: that session and every other session of your account were signed out. "
+    "If someone else knows your password, choose a new one now."
+)
+REPORT_GONE = "This link has expired or was already used."
+
+
+async def _reported(request: Request) -> Token:
+    token = await services(request).tokens.peek("report", request.path_params["token"])
+    if token is None:
+        raise LinkGone(REPORT_GONE, again="forgot_password")
+    return token
+
+
+async def report_page(request: Request) -> Response:
+    """Asks first: a mail scanner fetching the link must not end anything."""
+    await _reported(request)
+    return render(request, "pages/report.html", {"done": False})
+
+
+async def report(request: Request) -> Response:
+    """End the reported session and every other one of the account, whoever is asking."""
+    svc = services(request)
+    token = await svc.tokens.consume("report", request.path_params["token"])
+    if token is None:
+        raise LinkGone(REPORT_GONE, again="forgot_password")
+    # Everything, the reported session included, and sign-ins under way (the epoch).
+    await end_sessions(request, token.user_id, reason="reported", bump_epoch=True)
+    audit("session_reported", ip=client_ip(request), user_id=token.user_id)
+    session = await session_of(request).load()
+    if session.user and session.user.id == token.user_id:
+        await session.destroy()  # this browser's session was one of them
+    return render(request, "pages/report.html", {"done": True, "message": REPORTED})

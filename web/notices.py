@@ -1,0 +1,106 @@
+"""Security notices and account mails: what is sent, to whom, with which links.
+
+Every link is PUBLIC_URL plus a path from the route table; tokens are issued here and
+mailed, never shown on a page or stored in clear.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from web.audit import audit
+from web.auth.users import User
+from web.security import client_ip
+from web.services import services
+from web.sessions.agent import browser_label
+from web.urls import path_for
+
+REPORT_TTL = 7 * 86400  # how long a "this wasn't me" link works
+
+
+def _when() -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+
+
+def _where(request: Request) -> dict[str, str]:
+    return {"browser": browser_label(request.headers.get("user-agent", "")), "ip": client_ip(request)}
+
+
+def _link(request: Request, route: str, **params: str) -> str:
+    return services(request).mail.link(path_for(request, route, **params))
+
+
+async def password_reset(request: Request, user: User, *, epoch: int) -> None:
+    """Mail a reset link, valid until used, expired, or the credentials change (epoch)."""
+    svc = services(request)
+    ttl = svc.settings.password_reset_ttl
+    token = await svc.tokens.issue("reset", str(user.id), ttl=ttl, epoch=epoch)
+    await svc.mail.send(
+        user.email,
+        "password_reset",
+        name=user.first_name,
+        link=_link(request, "password_reset", token=token),
+        minutes=ttl // 60,
+    )
+
+
+async def verify_email(request: Request, user: User, address: str, *, epoch: int | None = None) -> None:
+    """Mail a confirmation link to `address`: the account's own, or (with the epoch of the
+    request) the new one it asked to change to."""
+    svc = services(request)
+    ttl = svc.settings.email_verify_ttl
+    change = address != user.email
+    data = {"email": address, "epoch": epoch} if change else {"email": address}
+    token = await svc.tokens.issue("verify", str(user.id), ttl=ttl, **data)
+    await svc.mail.send(
+        address,
+        "verify_email",
+        name=user.first_name,
+        link=_link(request, "verify_email", token=token),
+        hours=ttl // 3600,
+        change=change,
+    )
+    audit("verification_sent", ip=client_ip(request), user_id=str(user.id), change=change)
+
+
+async def password_changed(request: Request, user: User, *, how: str) -> None:
+    await services(request).mail.send(
+        user.email,
+        "password_changed",
+        name=user.first_name,
+        how=how,
+        when=_when(),
+        reset_link=_link(request, "forgot_password"),
+        **_where(request),
+    )
+
+
+async def email_changed(request: Request, user: User, old: str, new: str, *, done: bool) -> None:
+    """Tell the old address that a change to `new` was asked for, or made."""
+    await services(request).mail.send(
+        old,
+        "email_changed",
+        name=user.first_name,
+        new_email=new,
+        done=done,
+        when=_when(),
+        reset_link=_link(request, "forgot_password"),
+        **_where(request),
+    )
+
+
+async def new_browser(request: Request, user: User, session_digest: str) -> None:
+    """A sign-in from a browser this account was never used on: say so, with a way out."""
+    svc = services(request)
+    token = await svc.tokens.issue("report", str(user.id), ttl=REPORT_TTL, session=session_digest)
+    await svc.mail.send(
+        user.email,
+        "new_browser",
+        name=user.first_name,
+        when=_when(),
+        report_link=_link(request, "report_session", token=token),
+        **_where(request),
+    )
+    audit("new_browser_notice_sent", ip=client_ip(request), user_id=str(user.id))

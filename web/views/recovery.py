@@ -1,0 +1,95 @@
+"""Forgotten passwords: ask for a link by mail, then choose a new password with it."""
+
+from __future__ import annotations
+
+from beanie import PydanticObjectId
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web import notices
+from web.accounts import NOBODY, end_sessions, mark_verified
+from web.audit import audit
+from web.auth.users import User, normalise_email
+from web.errors import LinkGone
+from web.forms import done, email_problem, form_page, read_form
+from web.security import client_ip, client_network
+from web.services import services
+from web.sessions import session_of
+
+FORGOT = "pages/forgot.html"
+RESET = "pages/reset.html"
+ON_ITS_WAY = "If an account exists for that address, a link to reset its password is on its way."
+RESET_DONE = "Your password was changed and every session was signed out. Sign in with the new one."
+GONE = "This link has expired or was already used. You can ask for a new one."
+
+
+async def forgot_page(request: Request) -> Response:
+    return form_page(request, FORGOT, values={"email": ""})
+
+
+async def forgot(request: Request) -> Response:
+    """The same page, status and work whether the address is known, unknown or throttled."""
+    svc = services(request)
+    values = await read_form(request, "email")
+    email = normalise_email(values["email"])
+    if problem := email_problem(email):
+        return form_page(request, FORGOT, values=values, errors={"email": problem}, status=422)
+    ip = client_ip(request)
+    user_id = await User.id_by_email(email)
+    allowed = not await svc.throttle.reserve(svc.throttle.reset_mail(email, client_network(ip)))
+    # The epoch before the document, as at sign-in: the link dies with the next credential change.
+    epoch = await svc.store.epoch(user_id or NOBODY)
+    user = await User.get(PydanticObjectId(user_id or NOBODY))
+    if allowed and user is not None:
+        await notices.password_reset(request, user, epoch=epoch)
+    else:
+        await svc.tokens.peek("reset", "x" * 43)  # the round trip issuing a token would cost
+        await svc.mail.rehearse(email, "password_reset", name="", link=svc.mail.link("/"), minutes=0)
+    # No address in the line: for an unknown one it would be a list of what people typed.
+    audit("password_reset_requested", ip=ip, user_id=str(user.id) if user else None, mailed=allowed)
+    return form_page(request, FORGOT, values={"email": ""}, notice=ON_ITS_WAY)
+
+
+async def _reset_target(request: Request) -> tuple[str, User]:
+    """The token of the URL and its user, if the link is still good; else a 410 page."""
+    svc = services(request)
+    raw = request.path_params["token"]
+    token = await svc.tokens.peek("reset", raw)
+    user = await User.get(PydanticObjectId(token.user_id)) if token else None
+    if token is None or user is None or token.data["epoch"] != await svc.store.epoch(token.user_id):
+        raise LinkGone(GONE, again="forgot_password")
+    return raw, user
+
+
+async def reset_page(request: Request) -> Response:
+    # Shows the form and changes nothing: mail scanners fetch links, and must not use them up.
+    await _reset_target(request)
+    return form_page(request, RESET, values={}, min_length=services(request).passwords.min_length)
+
+
+async def reset(request: Request) -> Response:
+    svc = services(request)
+    raw, user = await _reset_target(request)
+    values = await read_form(request, "new_password")
+    new = values["new_password"]
+    problem = svc.passwords.problem(new, email=user.email) if new else "Choose a new password."
+    if problem:  # the link stays good: nothing was used up
+        errors = {"new_password": problem}
+        return form_page(
+            request, RESET, values={}, errors=errors, status=422, min_length=svc.passwords.min_length
+        )
+    token = await svc.tokens.consume("reset", raw)
+    if token is None or token.data["epoch"] != await svc.store.epoch(str(user.id)):
+        raise LinkGone(
+            GONE, again="forgot_password"
+        )  # used by a request that raced this one, or voided since
+    await user.set_fields(password_hash=await svc.passwords.hash(new))
+    if user.email_verified_at is None:
+        await mark_verified(request, user)  # the link came to this address: it is the owner's
+    # Whoever had the old password may be signed in, or signing in: end it all.
+    await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
+    await svc.throttle.unlock(user.email)
+    await notices.password_changed(request, user, how="reset with a link mailed to you")
+    audit("password_reset", ip=client_ip(request), user_id=str(user.id))
+    # Not signed in by the reset: a second factor, where there is one, must not be skipped.
+    return done(request, await session_of(request).load(), RESET_DONE, "login")
