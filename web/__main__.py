@@ -8,14 +8,15 @@ import sys
 
 from web.app import create_app
 from web.embedded import EmbeddedError, Server, redis_binary, redis_version, start_mongo, start_redis
+from web.mail.catcher import start_mail_catcher
 from web.server import serve
-from web.settings import Settings, SettingsError
+from web.settings import Settings, SettingsError, private_dir
 
 
 def start_missing(settings: Settings, servers: list[Server]) -> tuple[Settings, list[str]]:
     """Start a local server for each service without a URL; return the settings and banner lines."""
     lines = []
-    data = settings.data_dir
+    data = private_dir(settings.data_dir)
     if settings.redis_url is None:
         binary = redis_binary()
         version = redis_version(binary)
@@ -33,11 +34,18 @@ def start_missing(settings: Settings, servers: list[Server]) -> tuple[Settings, 
         lines.append(f"MongoDB   embedded   SecantusDB (MongoDB protocol), data in {folder}/")
     else:
         lines.append("MongoDB   external   MONGODB_URL")
+    if settings.smtp_url is None:
+        folder = data / "mail"
+        servers.append(start_mail_catcher(folder, log_path=data / "mail.log"))
+        settings = dataclasses.replace(settings, smtp_url=servers[-1].url, dev_inbox=folder)
+        lines.append(f"Mail      embedded   caught in {folder}/, read it at {settings.public_url}/dev/mail")
+    else:
+        lines.append("Mail      external   SMTP_URL")
     return settings, lines
 
 
 def banner(settings: Settings, lines: list[str]) -> str:
-    url = f"http://{settings.host}:{settings.port}"
+    url = settings.public_url
     out = ["", "  Sessions: development mode (embedded services)", ""]
     out += [f"  {line}" for line in lines]
     if settings.generated_secret:
@@ -48,7 +56,8 @@ def banner(settings: Settings, lines: list[str]) -> str:
         "",
         f"  Open {url}",
         "",
-        "  For development only. In production set REDIS_URL, MONGODB_URL and SECRET_KEY.",
+        "  For development only. In production set REDIS_URL, MONGODB_URL, SECRET_KEY, SMTP_URL",
+        "  and PUBLIC_URL.",
         "",
     ]
     return "\n".join(out)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from web.settings import private_dir
+
 READY_TIMEOUT = 30.0
 
 
@@ -104,6 +106,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log: IO[bytes] | None = field(default=None, repr=False)
+    scratch: Path | None = None  # a temporary folder of its own, removed when it stops
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (both servers flush their data on it), then SIGKILL if it will not go."""
@@ -119,6 +122,8 @@ class Server:
                 self.process.wait()
         if self.log:
             self.log.close()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _wait_until_listening(server: Server, log_path: Path | None) -> None:
@@ -184,7 +189,7 @@ def start_redis(
     if data_dir is None:
         argv += ["--appendonly", "no"]
     else:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
     return _spawn("redis", [*argv, *args], port, f"redis://127.0.0.1:{port}/0", log_path)
 
@@ -198,9 +203,13 @@ def start_mongo(
 ) -> Server:
     """A SecantusDB server (MongoDB wire protocol) on loopback; in memory unless data_dir is given."""
     port = port or free_port()
-    # An empty config file of our own: otherwise ./secantusd.toml or ~/.secantus/ would be read.
-    config = Path(tempfile.gettempdir()) / "web-secantusd.toml"
-    config.touch()
+    # An empty config file of our own (otherwise ./secantusd.toml or ~/.secantus/ would be
+    # read), in a private folder: with the data when there is some, else a fresh temporary one.
+    folder = (
+        private_dir(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="web-secantusd-"))
+    )
+    config = folder / "secantusd.toml"
+    config.touch(mode=0o600)
     argv = [
         mongo_binary(),
         "--config",
@@ -215,7 +224,8 @@ def start_mongo(
     if data_dir is None:
         argv += ["--storage-path", ":memory:"]
     else:
-        data_dir.mkdir(parents=True, exist_ok=True)
         # Sync each commit: a user who just signed up must survive a crash of the app.
         argv += ["--storage-path", str(data_dir.resolve()), "--sync-on-commit"]
-    return _spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
+    server = _spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
+    server.scratch = scratch
+    return server

@@ -15,7 +15,7 @@ from web.mail.catcher import read_maildir
 from web.services import services
 from web.templating import render
 
-_LINK = re.compile(r"https?://[^\s<>\"']+")
+_LINK = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)]")  # a full stop ends a sentence, not a link
 
 
 def _inbox(request: Request) -> Path:
