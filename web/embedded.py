@@ -205,10 +205,8 @@ def start_mongo(
     port = port or free_port()
     # An empty config file of our own (otherwise ./secantusd.toml or ~/.secantus/ would be
     # read), in a private folder: with the data when there is some, else a fresh temporary one.
-    folder = (
-        private_dir(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="web-secantusd-"))
-    )
-    config = folder / "secantusd.toml"
+    scratch = None if data_dir else Path(tempfile.mkdtemp(prefix="web-secantusd-"))
+    config = (private_dir(data_dir) if data_dir else scratch or Path()) / "secantusd.toml"
     config.touch(mode=0o600)
     argv = [
         mongo_binary(),
