@@ -73,6 +73,15 @@ def client_ip(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "unknown"
 
 
+def in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    """Whether an address (as client_ip gives it) is in one of these networks."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in networks)
+
+
 def client_network(ip: str) -> str:
     """What rate limits count by: the address, or for IPv6 its /64 (one customer's allocation)."""
     try:

@@ -78,15 +78,21 @@ class Settings:
     @property
     def embedded(self) -> bool:
         """Whether some service has no URL, so `python -m web` must start it itself."""
-        return self.redis_url is None or self.mongodb_url is None
+        return self.redis_url is None or self.mongodb_url is None or self.smtp_url is None
 
     @classmethod
     def for_production(cls) -> Settings:
         """The settings when nothing may be started or defaulted: every service URL set."""
         settings = cls.from_env()
-        if settings.embedded:
+        urls = {
+            "REDIS_URL": settings.redis_url,
+            "MONGODB_URL": settings.mongodb_url,
+            "SMTP_URL": settings.smtp_url,
+        }
+        missing = [name for name, url in urls.items() if url is None]
+        if missing:
             raise SettingsError(
-                "REDIS_URL and MONGODB_URL: both required here (python -m web starts local ones)"
+                f"{missing[0]}: required here ({', '.join(urls)}; python -m web starts local ones)"
             )
         return settings
 
@@ -109,11 +115,12 @@ class Settings:
         redis_url = get("REDIS_URL", _redis_url, None)
         mongodb_url = get("MONGODB_URL", _mongodb_url, None)
         data_dir = get("DATA_DIR", Path, Path(".data"))
-        embedded = redis_url is None or mongodb_url is None
+        # With local Redis or MongoDB this is development: a generated key, plain-http cookies.
+        local = redis_url is None or mongodb_url is None
         no_keys: tuple[bytes, ...] = ()
         keys = get("SECRET_KEY", _secret_keys, no_keys)
         if not keys:
-            if not embedded:
+            if not local:
                 raise SettingsError(
                     "SECRET_KEY: required (one or more comma-separated keys of 32+ characters)"
                 )
@@ -122,19 +129,11 @@ class Settings:
         idle = get("SESSION_IDLE_TIMEOUT", _positive, 1800)
         port = get("PORT", _port, 8000)
         smtp_url = get("SMTP_URL", _smtp_url, None)
-        # Embedded mode serves http://localhost (not 127.0.0.1: passkeys need a domain name).
+        # Development serves http://localhost (not 127.0.0.1: passkeys need a domain name).
         public_url = get("PUBLIC_URL", _public_url, None)
-        if not embedded:
-            if smtp_url is None:
-                raise SettingsError("SMTP_URL: required (smtp://[user:pass@]host:port or smtps://...)")
-            if public_url is None:
-                raise SettingsError("PUBLIC_URL: required (the origin links in mails point to)")
         workers = get("WEB_CONCURRENCY", _positive, 1)
-        if workers > 1 and embedded:
-            # Each worker builds its app from the environment, which has no embedded server's URL.
-            raise SettingsError("WEB_CONCURRENCY: more than 1 worker needs REDIS_URL and MONGODB_URL")
         sentinel = redis_url is not None and redis_url.startswith("redis+sentinel")
-        return cls(
+        settings = cls(
             redis_url=redis_url,
             mongodb_url=mongodb_url,
             secret_keys=keys,
@@ -144,7 +143,7 @@ class Settings:
             session_idle_timeout=idle,
             session_absolute_timeout=get("SESSION_ABSOLUTE_TIMEOUT", _positive, 28800),
             # Embedded mode serves plain http://127.0.0.1, where a Secure cookie would never come back.
-            cookie_secure=get("COOKIE_SECURE", _flag, not embedded),
+            cookie_secure=get("COOKIE_SECURE", _flag, not local),
             bcrypt_rounds=get("BCRYPT_ROUNDS", _rounds, 12),
             password_min_length=get("PASSWORD_MIN_LENGTH", _positive, 12),
             trusted_proxies=get("TRUSTED_PROXIES", _networks, ()),
@@ -173,6 +172,15 @@ class Settings:
             remember_idle_timeout=get("REMEMBER_IDLE_TIMEOUT", _positive, 604800),
             remember_absolute_timeout=get("REMEMBER_ABSOLUTE_TIMEOUT", _positive, 2592000),
         )
+        # Checked last, so that a malformed setting is named before a missing one.
+        if public_url is None and not local:
+            raise SettingsError("PUBLIC_URL: required (the origin of the links in mails, https://...)")
+        if workers > 1 and settings.embedded:
+            # Each worker builds its app from the environment, which has no embedded server's URL.
+            raise SettingsError(
+                "WEB_CONCURRENCY: more than 1 worker needs REDIS_URL, MONGODB_URL and SMTP_URL"
+            )
+        return settings
 
 
 def _redis_url(raw: str) -> str:

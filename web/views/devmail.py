@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from web.mail.catcher import read_maildir
+from web.security import client_ip, in_networks
 from web.services import services
+from web.settings import LOOPBACK
 from web.templating import render
 
 _LINK = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)]")  # a full stop ends a sentence, not a link
@@ -20,7 +22,8 @@ _LINK = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)]")  # a full stop ends
 
 def _inbox(request: Request) -> Path:
     inbox = services(request).settings.dev_inbox
-    if inbox is None:
+    # Only on this machine: the inbox holds every reset link the app has mailed.
+    if inbox is None or not in_networks(client_ip(request), LOOPBACK):
         raise HTTPException(404)
     return inbox
 
