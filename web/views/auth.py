@@ -107,6 +107,8 @@ async def login(request: Request) -> Response:
             "login_failure", ip=ip, user_id=str(user.id), level=logging.WARNING, reason="credentials_changed"
         )
         return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
+    if not known and session.digest:
+        await notices.new_browser(request, user, session.digest)
     return _with_device(request, redirect(request, "home"), str(user.id))
 
 

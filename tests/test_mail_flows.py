@@ -1,0 +1,518 @@
+"""Mail that reaches users: password reset, email verification and change, security notices.
+
+A real SMTP server (tests/helpers/smtp.py) receives what the app's background sender
+delivers; links are read from the plain-text part, as a user would follow them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mailbox
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+from starlette.applications import Starlette
+
+from tests.conftest import HX, PASSWORD, login, make_client, running, signup
+from tests.helpers.smtp import MailServer, Received, links
+from web.audit import JsonFormatter, logger
+from web.auth.users import User
+from web.settings import Settings, SettingsError
+
+PUBLIC = "https://sessions.example.test"
+NEW = "a fresh new passphrase"
+WITHIN = 10.0
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    with MailServer() as server:
+        yield server
+
+
+def quick(app: Starlette) -> None:
+    """A sender that retries in tenths of a second, so outage tests need not wait half a minute."""
+    sender = app.state.services.sender
+    sender.claim_idle_ms, sender.min_backoff_s, sender.max_backoff_s = 300, 0.05, 0.2
+
+
+@pytest.fixture
+async def app(settings: Settings, smtp: MailServer) -> AsyncIterator[Starlette]:
+    async with running(settings, smtp_url=f"smtp://127.0.0.1:{smtp.port}", public_url=PUBLIC) as application:
+        quick(application)
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(app) as c:
+        yield c
+
+
+async def mails_to(smtp: MailServer, address: str, count: int = 1) -> list[Received]:
+    """Wait until `count` mails to this address have arrived; return them, oldest first."""
+    await smtp.wait_for(lambda got: len([m for m in got if address in m.rcpt_tos]) >= count, within=WITHIN)
+    return [m for m in smtp.received if address in m.rcpt_tos]
+
+
+def path_of(link: str) -> str:
+    assert link.startswith(PUBLIC + "/"), link
+    return link.removeprefix(PUBLIC)
+
+
+def link_to(mail: Received, prefix: str) -> str:
+    (found,) = [link for link in links(mail) if link.startswith(PUBLIC + prefix)]
+    return path_of(found)
+
+
+async def forgot(client: httpx.AsyncClient, email: str = "ada@example.com", **headers: str) -> httpx.Response:
+    return await client.post("/password/forgot", data={"email": email}, headers=headers or None)
+
+
+def with_link(smtp: MailServer, address: str, prefix: str) -> list[Received]:
+    return [
+        m
+        for m in smtp.received
+        if address in m.rcpt_tos and any(x.startswith(PUBLIC + prefix) for x in links(m))
+    ]
+
+
+async def reset_link(client: httpx.AsyncClient, smtp: MailServer, email: str = "ada@example.com") -> str:
+    """Ask for a reset link and wait for the mail that brings it."""
+    before = len(with_link(smtp, email, "/password/reset/"))
+    assert (await forgot(client, email)).status_code == 200
+    await smtp.wait_for(lambda _: len(with_link(smtp, email, "/password/reset/")) > before, within=WITHIN)
+    return link_to(with_link(smtp, email, "/password/reset/")[-1], "/password/reset/")
+
+
+# -- password reset ---------------------------------------------------------------------------
+
+
+async def test_forgot_says_the_same_for_known_unknown_and_throttled_addresses(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    await signup(client)
+    await client.post("/logout")
+    known = [await forgot(client) for _ in range(4)]  # the fourth is over the limit: no mail
+    unknown = await forgot(client, "nobody@example.com")
+    for r in [*known, unknown]:
+        assert r.status_code == 200
+        assert "If an account exists for that address" in r.text
+        assert r.text == unknown.text  # byte for byte: the address is not typed back
+        assert "set-cookie" not in r.headers
+    await mails_to(smtp, "ada@example.com", 3)
+    await smtp.wait_for(4, within=WITHIN)  # the verification mail and three reset links
+    assert len(smtp.received) == 4 and not [m for m in smtp.received if "nobody@example.com" in m.rcpt_tos]
+
+
+async def test_a_reset_link_works_once_and_a_get_never_uses_it(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    async with make_client(app) as stranger:
+        link = await reset_link(stranger, smtp)
+        # Mail scanners fetch links: looking is free, as often as anyone likes.
+        for _ in range(2):
+            page = await stranger.get(link)
+            assert page.status_code == 200 and 'name="new_password"' in page.text
+        weak = await stranger.post(link, data={"new_password": "short"})
+        assert weak.status_code == 422 and "at least" in weak.text  # and the link still works:
+        done = await stranger.post(link, data={"new_password": NEW})
+        assert done.status_code == 303 and done.headers["location"] == "/login"
+        assert "every session was signed out" in (await stranger.get("/login")).text
+        again = await stranger.get(link)
+        assert again.status_code == 410 and "Ask for a new link" in again.text
+        assert (await stranger.post(link, data={"new_password": "yet another passphrase"})).status_code == 410
+        assert (await login(stranger, password=PASSWORD)).status_code == 401
+        assert (await login(stranger, password=NEW)).status_code == 303
+
+
+async def test_a_reset_ends_every_session_and_does_not_sign_in(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    async with make_client(app) as phone, make_client(app) as resetter:
+        await login(phone)
+        link = await reset_link(resetter, smtp)
+        assert (await resetter.post(link, data={"new_password": NEW})).status_code == 303
+        for c in (client, phone, resetter):
+            assert (await c.get("/")).status_code == 303
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None
+    assert not [k for k in redis.scan_iter("s:*") if redis.hget(k, "u") == str(user.id)]
+
+
+async def test_two_resets_racing_with_one_link_change_the_password_once(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    link = await reset_link(client, smtp)
+    async with make_client(app) as a, make_client(app) as b:
+        first, second = await asyncio.gather(
+            a.post(link, data={"new_password": "passphrase number one"}),
+            b.post(link, data={"new_password": "passphrase number two"}),
+        )
+    assert sorted([first.status_code, second.status_code]) == [303, 410]
+    winner = "passphrase number one" if first.status_code == 303 else "passphrase number two"
+    async with make_client(app) as check:
+        assert (await login(check, password=winner)).status_code == 303
+
+
+async def test_a_password_change_voids_outstanding_reset_links(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    await signup(client)
+    link = await reset_link(client, smtp)
+    change = {"current_password": PASSWORD, "new_password": NEW}
+    assert (await client.post("/account/password", data=change)).status_code == 303
+    assert (await client.get(link)).status_code == 410
+    assert (await client.post(link, data={"new_password": "someone else's pick"})).status_code == 410
+
+
+async def test_an_expired_reset_link_is_gone(
+    client: httpx.AsyncClient, smtp: MailServer, redis: Redis
+) -> None:
+    await signup(client)
+    link = await reset_link(client, smtp)
+    (key,) = [k for k in redis.scan_iter("k:reset:*")]
+    assert 0 < redis.ttl(key) <= 1800
+    redis.pexpireat(key, 1)  # its time is up, as Redis counts it
+    assert not redis.exists(key)
+    assert (await client.get(link)).status_code == 410
+
+
+async def test_a_reset_clears_the_sign_in_lockout(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    await client.post("/logout")
+    async with make_client(app) as attacker:
+        for _ in range(10):
+            await login(attacker, password="not the password")
+        assert (await login(attacker)).status_code == 429
+        link = await reset_link(attacker, smtp)
+        assert (await attacker.post(link, data={"new_password": NEW})).status_code == 303
+        assert (await login(attacker, password=NEW)).status_code == 303
+
+
+async def test_links_point_to_public_url_whatever_the_host_header(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    await signup(client)
+    await client.post("/logout")
+    await forgot(client, Host="evil.example")
+    mails = await mails_to(smtp, "ada@example.com", 2)
+    for mail in mails:
+        assert links(mail) and all(link.startswith(PUBLIC) for link in links(mail))
+        assert "evil.example" not in mail.text and "evil.example" not in mail.html
+
+
+async def test_mail_has_plain_text_and_html_with_each_link_in_full(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    await signup(client)
+    (mail,) = await mails_to(smtp, "ada@example.com")
+    assert mail.message.get_content_type() == "multipart/alternative"
+    link = link_to(mail, "/email/verify/")
+    assert PUBLIC + link in mail.text and PUBLIC + link in mail.html
+    assert mail.message["From"] == "Sessions <no-reply@localhost>"
+
+
+async def test_redis_never_holds_a_raw_token(
+    client: httpx.AsyncClient, smtp: MailServer, redis: Redis
+) -> None:
+    await signup(client)
+    await mails_to(smtp, "ada@example.com")
+    smtp.stop()  # the reset mail stays in the queue, sealed
+    assert (await forgot(client)).status_code == 200
+    stored = everything(redis)
+    dump = json.dumps(stored)
+    smtp.start()
+    mails = await mails_to(smtp, "ada@example.com", 2)
+    token = link_to(mails[-1], "/password/reset/").rsplit("/", 1)[1]
+    assert len(token) == 43
+    assert token not in dump and token[4:] not in dump
+    # The queued mail is sealed: not even its subject or its recipient can be read.
+    queued = json.dumps(stored["mail:q"])
+    assert "Reset your password" not in queued and "ada@example.com" not in queued
+
+
+def everything(redis: Redis) -> dict[str, object]:
+    """Every key and value in Redis, whatever its type."""
+    out: dict[str, object] = {}
+    for key in redis.scan_iter("*"):
+        kind = redis.type(key)
+        if kind == "string":
+            out[key] = redis.get(key)
+        elif kind == "hash":
+            out[key] = redis.hgetall(key)
+        elif kind == "set":
+            out[key] = sorted(redis.smembers(key))
+        elif kind == "zset":
+            out[key] = redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            out[key] = redis.lrange(key, 0, -1)
+        elif kind == "stream":
+            out[key] = [list(fields.items()) for _, fields in redis.xrange(key)]
+    return out
+
+
+async def test_an_smtp_outage_neither_fails_nor_slows_the_request(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    smtp.stop()
+    started = time.monotonic()
+    r = await signup(client)
+    assert r.status_code == 303
+    assert time.monotonic() - started < 2.0  # no SMTP conversation on the request's path
+    await asyncio.sleep(0)  # the sender tries, and fails, meanwhile
+    smtp.start()
+    (mail,) = await mails_to(smtp, "ada@example.com")
+    assert mail.subject == "Confirm your email address"
+
+
+async def test_two_app_processes_send_each_message_once(settings: Settings, smtp: MailServer) -> None:
+    changes = {"smtp_url": f"smtp://127.0.0.1:{smtp.port}", "public_url": PUBLIC}
+    async with running(settings, **changes) as one, running(settings, **changes) as two:
+        quick(one)
+        quick(two)
+        outboxes = [one.state.services.mail, two.state.services.mail]
+        for i in range(30):
+            await outboxes[i % 2].send(f"user{i}@example.com", "password_changed", **notice_context())
+        await smtp.wait_for(30, within=WITHIN)
+    # Both senders have stopped (each finished what it had in hand): no second copy came.
+    assert len(smtp.received) == 30
+    assert sorted(r.rcpt_tos[0] for r in smtp.received) == sorted(f"user{i}@example.com" for i in range(30))
+
+
+def notice_context() -> dict[str, str]:
+    return {"name": "Ada", "how": "changed", "when": "now", "reset_link": PUBLIC, "browser": "b", "ip": "ip"}
+
+
+# -- email verification -----------------------------------------------------------------------
+
+
+async def test_verification_from_another_browser(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    assert (await client.get("/account", headers={"Accept": "application/json"})).json() == {
+        "email": "ada@example.com",
+        "email_verified": False,
+    }
+    assert "Please confirm your email address" in (await client.get("/")).text
+    (mail,) = await mails_to(smtp, "ada@example.com")
+    link = link_to(mail, "/email/verify/")
+    async with make_client(app) as other:
+        page = await other.get(link)
+        assert page.status_code == 200 and "<form" in page.text
+        assert (await client.get("/account", headers={"Accept": "application/json"})).json()[
+            "email_verified"
+        ] is False
+        r = await other.post(link)
+        assert r.status_code == 303
+        assert (await other.post(link)).status_code == 410
+    assert (await client.get("/account", headers={"Accept": "application/json"})).json()[
+        "email_verified"
+    ] is True
+    # The signed-in session no longer asks: the mark left every session at once.
+    assert "Please confirm your email address" not in (await client.get("/")).text
+
+
+async def test_asking_for_the_link_again_is_limited(client: httpx.AsyncClient, smtp: MailServer) -> None:
+    await signup(client)
+    codes = [(await client.post("/email/verify/resend", headers=HX)).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    await mails_to(smtp, "ada@example.com", 4)  # the sign-up's and three more
+    # Any of them confirms; an older one still does, once.
+    first = link_to((await mails_to(smtp, "ada@example.com"))[0], "/email/verify/")
+    assert (await client.post(first)).status_code == 303
+
+
+async def test_account_json_needs_a_session(client: httpx.AsyncClient) -> None:
+    r = await client.get("/account", headers={"Accept": "application/json"})
+    assert r.status_code == 401 and r.json() == {"authenticated": False}
+
+
+# -- changing the address ---------------------------------------------------------------------
+
+
+async def change_email(client: httpx.AsyncClient, new: str, password: str = PASSWORD) -> httpx.Response:
+    return await client.post("/account/email", data={"new_email": new, "current_password": password})
+
+
+async def test_an_address_change_is_confirmed_from_the_new_address(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    r = await change_email(client, "ada@new.example")
+    assert r.status_code == 303
+    (confirm,) = await mails_to(smtp, "ada@new.example")
+    notice = (await mails_to(smtp, "ada@example.com", 2))[-1]
+    assert "ada@new.example" in notice.text and "change" in notice.subject.lower()
+    # Nothing changed yet.
+    assert (await User.find_one({"email": "ada@example.com"})) is not None
+    link = link_to(confirm, "/email/verify/")
+    assert "new email address" in (await client.get(link)).text
+    assert (await client.post(link)).status_code == 303
+    assert (await client.get("/account", headers={"Accept": "application/json"})).json() == {
+        "email": "ada@new.example",
+        "email_verified": True,
+    }
+    done = (await mails_to(smtp, "ada@example.com", 3))[-1]
+    assert done.subject == "Your email address was changed"
+    async with make_client(app) as other:
+        assert (await login(other, email="ada@example.com")).status_code == 401
+        assert (await login(other, email="ada@new.example")).status_code == 303
+
+
+async def test_address_change_mistakes(client: httpx.AsyncClient, smtp: MailServer, app: Starlette) -> None:
+    await signup(client)
+    async with make_client(app) as grace:
+        await signup(grace, email="grace@example.com", first="Grace")
+    assert (await change_email(client, "not an address")).status_code == 422
+    assert (await change_email(client, "grace@example.com")).status_code == 409
+    assert (await change_email(client, "ada@new.example", password="wrong password")).status_code == 401
+    assert not [m for m in smtp.received if "ada@new.example" in m.rcpt_tos]
+
+
+async def test_an_address_taken_before_the_change_is_confirmed_is_a_409(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette
+) -> None:
+    await signup(client)
+    assert (await change_email(client, "wanted@example.com")).status_code == 303
+    link = link_to((await mails_to(smtp, "wanted@example.com"))[0], "/email/verify/")
+    async with make_client(app) as quicker:
+        assert (await signup(quicker, email="wanted@example.com", first="Quick")).status_code == 303
+    r = await client.post(link)
+    assert r.status_code == 409
+    assert (await client.get("/account", headers={"Accept": "application/json"})).json()[
+        "email"
+    ] == "ada@example.com"
+
+
+# -- security notices -------------------------------------------------------------------------
+
+
+async def test_a_new_browser_gets_a_notice_and_a_known_one_does_not(
+    client: httpx.AsyncClient, smtp: MailServer, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)  # sign-up is the first sign-in on this browser: no notice
+    await client.post("/logout")  # ...and keeps the device cookie
+    assert (await login(client)).status_code == 303
+    async with make_client(
+        app, headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0"}
+    ) as thief:
+        assert (await login(thief)).status_code == 303
+        notices = [
+            m for m in await mails_to(smtp, "ada@example.com", 2) if m.subject.startswith("New sign-in")
+        ]
+        assert len(notices) == 1
+        (notice,) = notices
+        assert "Firefox on Linux" in notice.text and "127.0.0.1" in notice.text
+        report = link_to(notice, "/sessions/report/")
+        # Asks first, ends nothing.
+        assert "End that session?" in (await client.get(report)).text
+        assert (await thief.get("/")).status_code == 200
+        r = await client.post(report)
+        assert r.status_code == 200 and 'href="/password/forgot"' in r.text
+        assert (await thief.get("/")).status_code == 303
+        assert (await client.get("/")).status_code == 303
+        assert (await client.post(report)).status_code == 410
+    assert not list(redis.scan_iter("s:*"))
+
+
+async def test_password_changes_are_announced(client: httpx.AsyncClient, smtp: MailServer) -> None:
+    await signup(client)
+    change = {"current_password": PASSWORD, "new_password": NEW}
+    assert (await client.post("/account/password", data=change)).status_code == 303
+    mail = (await mails_to(smtp, "ada@example.com", 2))[-1]
+    assert mail.subject == "Your password was changed"
+    assert link_to(mail, "/password/forgot")
+
+
+async def test_the_audit_log_names_no_address_that_has_no_account(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        await forgot(client, "nobody@example.com")
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == logger.name]
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == ["password_reset_requested"]
+    assert events[0]["user_id"] is None and "nobody" not in lines[0]
+
+
+# -- the dev inbox and the settings -----------------------------------------------------------
+
+
+async def test_the_dev_inbox_lists_mail_and_makes_links_clickable(settings: Settings, tmp_path: Path) -> None:
+    box = mailbox.Maildir(tmp_path / "mail", create=True)
+    message = EmailMessage()
+    message["Subject"], message["From"], message["To"] = "Reset your password", "app@x", "ada@example.com"
+    message.set_content("Open https://app.example/password/reset/abc. Thanks.")
+    box.add(message)
+    async with running(settings, dev_inbox=tmp_path / "mail") as app, make_client(app) as c:
+        inbox = await c.get("/dev/mail")
+        assert inbox.status_code == 200 and "Reset your password" in inbox.text
+        (path,) = re.findall(r'href="(/dev/mail/[^"]+)"', inbox.text)
+        page = await c.get(path)
+        assert '<a href="https://app.example/password/reset/abc">' in page.text
+        # From anywhere but this machine, it does not exist.
+        remote = {"X-Forwarded-For": "203.0.113.5"}
+        inbox = tmp_path / "mail"
+        async with (
+            running(settings, dev_inbox=inbox, trusted_proxies=_loopback()) as proxied,
+            make_client(proxied) as far,
+        ):
+            assert (await far.get("/dev/mail", headers=remote)).status_code == 404
+    async with running(settings) as app, make_client(app) as c:
+        assert (await c.get("/dev/mail")).status_code == 404
+
+
+def _loopback() -> tuple[object, ...]:
+    import ipaddress
+
+    return (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [("SMTP_URL", "SMTP_URL: required"), ("PUBLIC_URL", "PUBLIC_URL: required")],
+)
+def test_production_needs_smtp_and_public_url(
+    missing: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "MONGODB_URL": "mongodb://127.0.0.1:1/app",
+        "SECRET_KEY": "k" * 40,
+        "SMTP_URL": "smtp://127.0.0.1:25",
+        "PUBLIC_URL": "https://app.example.com",
+    }
+    del env[missing]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(missing, raising=False)
+    with pytest.raises(SettingsError, match=f"^{message}"):
+        Settings.for_production()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_URL", "http://mail"),
+        ("PUBLIC_URL", "app.example.com"),
+        ("PUBLIC_URL", "https://a.example/path"),
+    ],
+)
+def test_malformed_mail_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}: "):
+        Settings.from_env({"DATA_DIR": "/tmp/unused-data", name: value})
