@@ -6,7 +6,6 @@ import dataclasses
 import signal
 import sys
 
-from web.app import create_app
 from web.embedded import EmbeddedError, Server, redis_binary, redis_version, start_mongo, start_redis
 from web.mail.catcher import start_mail_catcher
 from web.server import serve
@@ -86,7 +85,7 @@ def main() -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             print(banner(settings, lines), file=sys.stderr, flush=True)
-        serve(create_app(settings), settings)
+        serve(settings)
     finally:
         # Only after the app has closed its clients: the servers then shut down cleanly.
         for server in reversed(servers):

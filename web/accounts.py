@@ -12,6 +12,7 @@ from beanie import PydanticObjectId
 from bson.errors import InvalidId
 from starlette.requests import Request
 
+from web import metrics
 from web.audit import audit
 from web.auth.users import User
 from web.guard import SignedIn, SignedOut
@@ -49,6 +50,7 @@ async def sign_in(request: Request, session: Session, user: User, *, epoch: int,
     signed = SessionUser(str(user.id), user.display_name, verified=user.email_verified_at is not None)
     await session.login(signed, ip=ip, agent=agent, epoch=epoch)
     audit(event, ip=ip, user_id=str(user.id), session=handle(svc, session))
+    metrics.session_created(event)
 
 
 async def end_sessions(
@@ -81,6 +83,7 @@ async def end_sessions(
             by=by,
             reason=reason,
         )
+    metrics.session_ended(reason, len(ended))
     return epoch
 
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.types import Scope
 
+from web import metrics
 from web.audit import audit, start_audit_log
 from web.auth.users import User
 from web.errors import ErrorMiddleware, error_page, http_error
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> Starlette:
     def session_expired(scope: Scope, digest: str) -> None:
         client = scope.get("client")
         audit("session_expired", ip=client[0] if client else None, session=svc.signer.handle(digest))
+        metrics.session_ended("expired")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,10 +44,18 @@ def create_app(settings: Settings) -> Starlette:
             await svc.close()
             listener.stop()
 
+    # /metrics depends on settings (who may read it), so it joins the table here.
+    metrics_route = metrics.metrics_route(
+        settings.metrics_allow,
+        settings.metrics_token,
+        readings={metrics.MAIL_QUEUE_DEPTH: svc.mail.queue.depth},
+    )
     app = Starlette(
-        routes=routes,
+        routes=[*routes, metrics_route],
         middleware=[
-            # Outermost first: every response gets the security headers, even an error page.
+            # Outermost first. Metrics: refusals and error pages are counted and timed too.
+            Middleware(metrics.MetricsMiddleware),
+            # Every response gets the security headers, even an error page.
             Middleware(
                 SecurityMiddleware,
                 trusted_proxies=settings.trusted_proxies,

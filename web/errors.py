@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web import metrics
 from web.auth.passwords import Busy
 from web.htmx import is_htmx
 from web.templating import TITLES, render
@@ -66,7 +67,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_page(request, exc.status_code, message, exc.headers, getattr(exc, "again", None))
 
 
-def outage(exc: BaseException) -> str | None:
+def outage(exc: BaseException) -> metrics.Service | None:
     """Which service an exception says is down, if it is an outage at all."""
     if isinstance(exc, REDIS_DOWN):
         return "redis"
@@ -110,6 +111,7 @@ class ErrorMiddleware:
         except Exception as exc:
             service = outage(exc)
             if service:
+                metrics.service_error(service)
                 # Expected during an outage: one line, no traceback.
                 log.warning("%s unavailable during %s %r: %r", service, scope["method"], scope["path"], exc)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -12,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 RedisClient = Redis | RedisCluster
+log = logging.getLogger(__name__)
 
 # Short timeouts: when Redis is down, the user hears so within about a second.
 TIMEOUT_S = 1.0
@@ -20,6 +22,10 @@ POOL_SIZE = 100
 
 def connect_redis(url: str, *, cluster: bool) -> RedisClient:
     """A client for REDIS_URL: a pool of decoded-reply connections that fail fast."""
+    if url.startswith("redis+sentinel"):
+        from web.sentinel import connect_sentinel, parse_sentinel_url  # builds on this module
+
+        return connect_sentinel(parse_sentinel_url(url))
     # One quick retry: the first command after a Redis restart meets a dead pooled connection.
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -41,12 +47,36 @@ class Script:
     EVAL goes only to the master that owns the key, and caches the script there.
     """
 
-    def __init__(self, redis: RedisClient, source: str) -> None:
+    def __init__(self, redis: RedisClient, source: str, *, replicas: int = 0, timeout_ms: int = 500) -> None:
         self.redis = redis
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        # Writes that must survive a failover wait until this many replicas have them.
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        if self.replicas and isinstance(self.redis, Redis):
+            from web.sentinel import run_and_wait  # builds on this module
+
+            result, acked = await run_and_wait(
+                self.redis,
+                self.sha,
+                self.source,
+                keys,
+                args,
+                replicas=self.replicas,
+                timeout_ms=self.timeout_ms,
+            )
+            if acked < self.replicas:
+                # Written, but on fewer replicas than asked: a failover now could lose it.
+                log.warning(
+                    "WAIT: %d of %d replicas had the write within %d ms",
+                    acked,
+                    self.replicas,
+                    self.timeout_ms,
+                )
+            return result
         try:
             return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

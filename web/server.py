@@ -13,6 +13,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from web.app import create_app
+from web.metrics import multiprocess_dir
 from web.settings import Settings, SettingsError
 
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; browsers send a few KiB
@@ -52,21 +54,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def serve(app: Any, settings: Settings, **options: Any) -> None:
-    """Run uvicorn as production does: uvloop, the header-limited httptools, no proxy headers."""
-    # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
-    # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        proxy_headers=False,
-        server_header=False,
-        loop="uvloop",
-        http=LimitedHttpToolsProtocol,
-        timeout_graceful_shutdown=10,
-        **options,
-    )
+def serve(settings: Settings) -> None:
+    """Run uvicorn as production does: uvloop, the header-limited httptools, no proxy headers.
+
+    With WEB_CONCURRENCY > 1, uvicorn spawns workers that each build the app from the
+    environment (`web.app:from_env`) and share a metrics folder made for this run.
+    """
+    many = settings.workers > 1
+    with multiprocess_dir(settings.workers):
+        # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
+        # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
+        # workers= always: else uvicorn reads WEB_CONCURRENCY itself and refuses an app object.
+        uvicorn.run(
+            "web.app:from_env" if many else create_app(settings),
+            factory=many,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            proxy_headers=False,
+            server_header=False,
+            loop="uvloop",
+            http=LimitedHttpToolsProtocol,
+            timeout_graceful_shutdown=10,
+        )
 
 
 def main() -> int:
@@ -76,7 +86,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve("web.app:from_env", settings, factory=True)
+    serve(settings)
     return 0
 
 

@@ -68,6 +68,8 @@ class Services:
                 redis,
                 idle_timeout=settings.session_idle_timeout,
                 absolute_timeout=settings.session_absolute_timeout,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
             ),
             signer=signer,
             passwords=Passwords(

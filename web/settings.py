@@ -172,6 +172,8 @@ class Settings:
             remember_idle_timeout=get("REMEMBER_IDLE_TIMEOUT", _positive, 604800),
             remember_absolute_timeout=get("REMEMBER_ABSOLUTE_TIMEOUT", _positive, 2592000),
         )
+        if settings.redis_cluster and settings.redis_wait_replicas:
+            raise SettingsError("REDIS_WAIT_REPLICAS: not with REDIS_CLUSTER=1 (WAIT is per node there)")
         # Checked last, so that a malformed setting is named before a missing one.
         if public_url is None and not local:
             raise SettingsError("PUBLIC_URL: required (the origin of the links in mails, https://...)")

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import bcrypt
 
+from web import metrics
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -84,9 +86,11 @@ class Passwords:
     async def _run(self, fn: Callable[[bytes, bytes], T], password: bytes, salt_or_hash: bytes) -> T:
         if self.pending >= self.queue_limit:
             raise Busy
+        loop = asyncio.get_running_loop()
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, password, salt_or_hash)
+            with metrics.bcrypt_job():
+                return await loop.run_in_executor(self._pool, fn, password, salt_or_hash)
         finally:
             self.pending -= 1
 

@@ -24,6 +24,7 @@ from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from web import metrics
 from web.mail import smtp
 from web.mail.queue import MailQueue, QueuedMail
 from web.mail.smtp import DeliveryError, SmtpConfig
@@ -185,6 +186,7 @@ class MailSender:
             message = self.queue.open(mail)
         except Exception as exc:
             self.failed_permanent += 1
+            metrics.mail_send_failed("permanent")
             log.error("mail %s dropped: cannot open it (%s); a retired SECRET_KEY?", mail.id, exc)
             await self._finish(mail.id)
             return True
@@ -196,14 +198,17 @@ class MailSender:
         except DeliveryError as exc:
             if not exc.permanent:
                 self.failed_transient += 1
+                metrics.mail_send_failed("transient")
                 self._smtp_failures += 1
                 log.warning("mail %s not sent, will retry: %s (%s)", mail.id, exc.reason, self.config)
                 return False
             self.failed_permanent += 1
+            metrics.mail_send_failed("permanent")
             self._smtp_failures = 0
             log.warning("mail %s dropped: %s", mail.id, exc.reason)
         else:
             self.sent += 1
+            metrics.mail_sent()
             self._smtp_failures = 0
             log.info("mail %s sent", mail.id)
         await self._finish(mail.id)

@@ -220,6 +220,8 @@ class SessionStore:
         idle_timeout: int,
         absolute_timeout: int,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self.redis = redis
         self.idle_timeout = idle_timeout
@@ -227,9 +229,11 @@ class SessionStore:
         self.clock = clock
         self._load = Script(redis, _LOAD)
         self._create = Script(redis, _CREATE)
-        self._create_for_user = Script(redis, _CREATE_FOR_USER)
+        # Who is signed in must survive a failover: these writes wait for replicas (WAIT).
+        durable = {"replicas": wait_replicas, "timeout_ms": wait_timeout_ms}
+        self._create_for_user = Script(redis, _CREATE_FOR_USER, **durable)
         self._update = Script(redis, _UPDATE)
-        self._end = Script(redis, _END)
+        self._end = Script(redis, _END, **durable)
         self._list = Script(redis, _LIST)
         self._set_all = Script(redis, _SET_ALL)
 

@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web import notices
+from web import metrics, notices
 from web.accounts import NOBODY, handle, sign_in
 from web.audit import audit
 from web.auth.throttle import Limit
@@ -77,6 +77,7 @@ async def login(request: Request) -> Response:
     # and a throttled guess learns nothing.
     wait = await svc.throttle.reserve(limits)
     if wait:
+        metrics.sign_in("throttled")
         audit("login_throttled", ip=ip, user_id=user_id, level=logging.WARNING, retry_after=wait)
         message, headers = throttled(wait)
         return form_page(request, LOGIN_PAGE, values=values, message=message, status=429, headers=headers)
@@ -91,6 +92,7 @@ async def login(request: Request) -> Response:
         await _release(svc, limits)
         raise
     if not right or user is None:
+        metrics.sign_in("wrong_password")
         locked = await svc.throttle.settle(limits, ok=False)
         audit("login_failure", ip=ip, user_id=user_id, level=logging.WARNING, locked_for=locked or None)
         return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
@@ -103,10 +105,12 @@ async def login(request: Request) -> Response:
         await sign_in(request, session, user, epoch=epoch, event="login_success")
     except StaleCredentials:
         # The password changed while this one was being checked: it is the old one now.
+        metrics.sign_in("wrong_password")
         audit(
             "login_failure", ip=ip, user_id=str(user.id), level=logging.WARNING, reason="credentials_changed"
         )
         return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
+    metrics.sign_in("ok")
     if not known and session.digest:
         await notices.new_browser(request, user, session.digest)
     return _with_device(request, redirect(request, "home"), str(user.id))
@@ -197,6 +201,7 @@ async def logout(request: Request) -> Response:
     session = await session_of(request).load(touch=False)
     if session.user:
         audit("logout", ip=client_ip(request), user_id=session.user.id, session=handle(svc, session))
+        metrics.session_ended("sign_out")
     await session.destroy()
     # Chrome's back/forward cache may keep the private page despite no-store: drop it too.
     clear = {"Clear-Site-Data": '"cache"'}
