@@ -1,12 +1,13 @@
 """`python -m bench.load`: keep the app busy with signed-in traffic and check every answer.
 
-Starts redis-server (persisted to a data folder, so a restart keeps the sessions), SecantusDB
-and the app (uvicorn, one worker), signs up --users accounts over HTTP, then keeps --clients
-workers busy for --duration seconds on a mix of GET /, GET /session, POST /session/refresh
-and POST /login, each worker on a session of its own. Every answer must be the expected 2xx
-or 3xx. With --restart-redis, Redis is stopped half-way and started again on the same port
-and data folder: requests in flight during that outage may be 503 with Retry-After, nothing
-else, and the same sessions must work after it. Exit status 1 when that does not hold.
+Starts redis-server (persisted to a data folder, so a restart keeps the sessions), SecantusDB,
+the development mail catcher and the app (uvicorn, one worker), signs up --users accounts over
+HTTP, then keeps --clients workers busy for --duration seconds on a mix of GET /, GET /session,
+POST /session/refresh and POST /login, each worker on a session of its own. Every answer must
+be the expected 2xx or 3xx. With --restart-redis, Redis is stopped half-way and started again
+on the same port and data folder: requests in flight during that outage may be 503 with
+Retry-After, nothing else, and the same sessions must work after it. Exit status 1 when that
+does not hold.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import Uvicorn, serve
+from tests.helpers.servers import AppProcess, start_uvicorn
 from web.embedded import Server, start_mongo, start_redis
+from web.mail.catcher import start_mail_catcher
 
 PASSWORD = "load test passphrase, long enough"
+SIGNUPS = 100_000  # an hour, from one address: far more than any run makes
 TIMEOUT_S = 10.0
 JSON = {"Accept": "application/json"}
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -85,7 +88,7 @@ class Outage:
 class Stack:
     redis: Server
     mongo: Server
-    app: Uvicorn
+    app: AppProcess
     workdir: Path
 
     @property
@@ -103,7 +106,7 @@ class Stack:
         return Outage(down, time.monotonic())
 
     def app_tracebacks(self) -> int:
-        return self.app.log.read_text(errors="replace").count("Traceback")
+        return self.app.log().count("Traceback")
 
 
 @contextlib.contextmanager
@@ -117,15 +120,21 @@ def stack(workdir: Path, bcrypt_rounds: int) -> Iterator[Stack]:
             # In memory, nothing to flush: no need to wait out a SIGTERM it sometimes misses
             # (the wake-up connection of Server.stop can come before the signal), then SIGKILL.
             cleanup.callback(mongo.stop, 1.0)
-            env = {
-                "REDIS_URL": redis.url,
-                "MONGODB_URL": mongo.url,
-                "SECRET_KEY": secrets.token_urlsafe(40),
-                "COOKIE_SECURE": "0",  # plain http on loopback
-                "BCRYPT_ROUNDS": str(bcrypt_rounds),
-            }
-            app = serve("app", "web.app:from_env", env, workdir / "app.log", "/healthz")
-            cleanup.callback(app.stop)
+            mail = start_mail_catcher(workdir / "mail", log_path=workdir / "mail.log")
+            cleanup.callback(mail.stop)
+            app = cleanup.enter_context(
+                start_uvicorn(
+                    "web.app:from_env",
+                    workdir,
+                    REDIS_URL=redis.url,
+                    MONGODB_URL=mongo.url,
+                    SMTP_URL=mail.url,
+                    SECRET_KEY=secrets.token_urlsafe(40),
+                    COOKIE_SECURE="0",  # plain http on loopback
+                    BCRYPT_ROUNDS=str(bcrypt_rounds),
+                    SIGNUP_IP_LIMIT=str(SIGNUPS),  # every account is made from this one address
+                )
+            )
             running = Stack(redis, mongo, app, workdir)
             yield running
     finally:
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(report.table())
         if not report.ok:
-            print(f"\nThe app's log:\n{running.app.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+            print(f"\nThe app's log:\n{running.app.log()[-3000:]}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -1,4 +1,4 @@
-"""What a signed-in page costs Redis: commands, round trips and bytes of memory per session."""
+"""What a signed-in page costs Redis: round trips on the wire, and bytes of memory per session."""
 
 from __future__ import annotations
 
@@ -6,28 +6,12 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from redis import ConnectionPool, Redis
 
-from web.sessions.ids import digest
-from web.sessions.store import USER, index_key, session_key
-
-
-def command_calls(redis: Redis) -> Counter[str]:
-    """Calls per command since the server started, from INFO commandstats."""
-    stats: dict[str, Any] = redis.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
-
-
-def calls_between(before: Counter[str], after: Counter[str]) -> Counter[str]:
-    """The commands run in between, without the INFO calls that measured them.
-
-    Commands a Lua script runs (redis.call) are counted here too, beside the EVALSHA itself.
-    """
-    delta = after - before
-    delta.pop("info", None)
-    return delta
+from web.redis import connect_redis
+from web.sessions import SessionStore
+from web.sessions.store import index_key, session_key
 
 
 def round_trips(redis: Redis, fetch: Callable[[], object], pages: int) -> Counter[str]:
@@ -55,25 +39,32 @@ def round_trips(redis: Redis, fetch: Callable[[], object], pages: int) -> Counte
 
 @dataclass(frozen=True)
 class SessionMemory:
-    """Bytes of Redis memory one session takes, as MEMORY USAGE counts them."""
+    """Mean bytes of Redis memory per session, as MEMORY USAGE counts them."""
 
-    session: float  # the s:<digest> hash
-    index_share: float  # the user's u:<id> sorted set, divided by the sessions in it
+    session: float  # the session's own hash
+    index_share: float  # its user's index (every session of the user), divided among them
 
     @property
     def total(self) -> float:
         return self.session + self.index_share
 
 
-def session_memory(redis: Redis, session_ids: Iterable[str]) -> SessionMemory:
-    """Mean memory per session over these sessions (ids, as in the cookie before the '.')."""
-    own, share = [], []
-    for session_id in session_ids:
-        key = session_key(digest(session_id))
-        user_id = redis.hget(key, USER)
-        if user_id is None:
-            raise RuntimeError(f"session {key} is gone; cannot measure its memory")
-        index = index_key(str(user_id))
-        own.append(int(redis.memory_usage(key, samples=0) or 0))
-        share.append(int(redis.memory_usage(index, samples=0) or 0) / max(int(redis.zcard(index)), 1))
+async def session_memory(redis_url: str, redis: Redis, user_ids: Iterable[str]) -> SessionMemory:
+    """Memory per session over every live session of these users, found as the app finds them."""
+    client = connect_redis(redis_url, cluster=False)
+    # Timeouts do not matter here: the store only lists sessions.
+    store = SessionStore(client, idle_timeout=1, absolute_timeout=1)
+    own: list[int] = []
+    share: list[float] = []
+    try:
+        for user_id in user_ids:
+            sessions = await store.user_sessions(user_id)
+            index = int(redis.memory_usage(index_key(user_id), samples=0) or 0)
+            for info in sessions:
+                own.append(int(redis.memory_usage(session_key(info.digest), samples=0) or 0))
+                share.append(index / len(sessions))
+    finally:
+        await client.aclose()
+    if not own:
+        raise RuntimeError("no live session to measure")
     return SessionMemory(sum(own) / len(own), sum(share) / len(share))

@@ -1,4 +1,4 @@
-"""Real servers for the tests: a redis-server and a SecantusDB (MongoDB protocol) of their own."""
+"""Real servers for the tests: a redis-server, a SecantusDB (MongoDB protocol) and an SMTP server."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from starlette.applications import Starlette
 
 from web.app import create_app
 from web.embedded import Server, start_mongo, start_redis
+from web.mail.catcher import start_mail_catcher
+from web.sessions.store import session_key
 from web.settings import Settings
 
 SECRET = "test-secret-key-0123456789abcdef0123456789"
@@ -33,6 +35,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_mongo(log_path=tmp_path_factory.mktemp("mongo") / "mongo.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_catcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An SMTP server (the development catcher) for apps started as processes: their SMTP_URL."""
+    folder = tmp_path_factory.mktemp("mail")
+    server = start_mail_catcher(folder / "maildir", log_path=folder / "catcher.log")
     yield server
     server.stop()
 
@@ -116,4 +127,5 @@ def set_session_cookie(client: httpx.AsyncClient, value: str) -> None:
 
 
 def session_keys(redis: Redis) -> list[str]:
-    return sorted(k for k in redis.scan_iter("s:*"))
+    """Every session's key in Redis, whoever it belongs to."""
+    return sorted(redis.scan_iter(session_key("*")))

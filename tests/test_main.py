@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,14 +14,19 @@ import pytest
 from redis import Redis
 
 from tests.conftest import PASSWORD
-from web.embedded import Server, free_port
+from tests.helpers.servers import app_env, start_app
+from web.embedded import Server
 
 pytestmark = pytest.mark.slow
 
 
-def env_without_services(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MONGODB_URL", "SECRET_KEY")}
-    return {**env, **extra}
+# Services that are never reached: the app stops at its settings.
+NOWHERE = {
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "MONGODB_URL": "mongodb://127.0.0.1:1/app",
+    "SMTP_URL": "smtp://127.0.0.1:1",
+    "PUBLIC_URL": "https://app.example.com",
+}
 
 
 @pytest.mark.parametrize(
@@ -37,12 +41,12 @@ def env_without_services(**extra: str) -> dict[str, str]:
         ("MONGODB_URL", "mongodb://localhost:27017"),
         ("SECRET_KEY", "short"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("SMTP_URL", "http://mail.example.com"),
+        ("PUBLIC_URL", "ftp://app.example.com"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_status_2(variable: str, value: str, tmp_path: Path) -> None:
-    env = env_without_services(
-        REDIS_URL="redis://127.0.0.1:1/0", MONGODB_URL="mongodb://127.0.0.1:1/app", SECRET_KEY="k" * 40
-    )
+    env = app_env(**NOWHERE, SECRET_KEY="k" * 40)
     env[variable] = value
     result = subprocess.run(
         [sys.executable, "-m", "web"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
@@ -55,13 +59,16 @@ def test_bad_setting_is_one_line_and_exit_status_2(variable: str, value: str, tm
 
 
 def test_production_without_secret_key_is_an_error(tmp_path: Path) -> None:
-    env = env_without_services(REDIS_URL="redis://127.0.0.1:1/0", MONGODB_URL="mongodb://127.0.0.1:1/app")
+    env = app_env(**NOWHERE)
     result = subprocess.run(
         [sys.executable, "-m", "web"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: SECRET_KEY: required")
     assert not (tmp_path / ".data").exists()  # nothing defaulted, nothing written
+
+
+SIGNUP = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "password": PASSWORD}
 
 
 def descendants(pid: int) -> list[int]:
@@ -92,78 +99,38 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class App:
-    def __init__(self, cwd: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(cwd / f"app-{self.port}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "web"],
-            cwd=cwd,
-            env=env_without_services(PORT=str(self.port), BCRYPT_ROUNDS="4"),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (cwd / f"app-{self.port}.log").read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the app did not come up")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=30)
-        self.log.close()
-        return code
-
-
 def test_embedded_services_persist_and_leave_no_process_behind(tmp_path: Path) -> None:
-    workdir = tmp_path
-    first = App(workdir)
-    children = descendants(first.process.pid)
-    assert len(children) == 2  # redis-server and secantusd-py
-    banner = (workdir / f"app-{first.port}.log").read_text()
-    assert "Redis     embedded" in banner and "MongoDB   embedded" in banner
-    assert f"Open http://127.0.0.1:{first.port}" in banner and "development" in banner
-    with httpx.Client(base_url=first.url) as browser:
-        r = browser.post(
-            "/signup",
-            data={
-                "first_name": "Ada",
-                "last_name": "Lovelace",
-                "email": "ada@example.com",
-                "password": PASSWORD,
-            },
-        )
-        assert r.status_code == 303
-        assert "Secure" not in r.headers["set-cookie"]  # plain http in development
-        assert browser.get("/").status_code == 200
-    assert first.stop() == 0
+    first = start_app(tmp_path, cwd=tmp_path, BCRYPT_ROUNDS="4")
+    with first:
+        children = descendants(first.process.pid)
+        assert len(children) == 3  # redis-server, secantusd-py and the mail catcher
+        banner = first.log()
+        assert "Redis     embedded" in banner and "MongoDB   embedded" in banner
+        assert f"Open http://localhost:{first.port}" in banner and "development" in banner
+        with httpx.Client(base_url=first.url) as browser:
+            r = browser.post("/signup", data=SIGNUP)
+            assert r.status_code == 303
+            assert "Secure" not in r.headers["set-cookie"]  # plain http in development
+            assert browser.get("/").status_code == 200
+        assert first.stop() == 0
     assert [pid for pid in children if alive(pid)] == []
 
-    second = App(workdir)
-    try:
+    with start_app(tmp_path, cwd=tmp_path, BCRYPT_ROUNDS="4") as second:
+        children = descendants(second.process.pid)
         with httpx.Client(base_url=second.url) as browser:
-            r = browser.post("/login", data={"email": "ada@example.com", "password": PASSWORD})
+            r = browser.post("/login", data={"email": SIGNUP["email"], "password": PASSWORD})
             assert r.status_code == 303
             assert "Ada Lovelace" in browser.get("/").text
-    finally:
-        children = descendants(second.process.pid)
         assert second.stop(signal.SIGINT) == 0  # Ctrl-C
     assert [pid for pid in children if alive(pid)] == []
-    assert (workdir / ".data" / "secret_key").exists()
+    assert (tmp_path / ".data" / "secret_key").exists()
 
 
 def test_a_killed_app_takes_its_servers_with_it(tmp_path: Path) -> None:
-    app = App(tmp_path)
-    children = descendants(app.process.pid)
-    assert len(children) == 2
-    app.stop(signal.SIGKILL)
+    with start_app(tmp_path, cwd=tmp_path, BCRYPT_ROUNDS="4") as app:
+        children = descendants(app.process.pid)
+        assert len(children) == 3
+        app.stop(signal.SIGKILL)
     deadline = time.monotonic() + 15
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -171,51 +138,37 @@ def test_a_killed_app_takes_its_servers_with_it(tmp_path: Path) -> None:
 
 
 def test_sigterm_lets_in_flight_requests_finish(
-    tmp_path: Path, redis_server: Server, mongo_server: Server
+    tmp_path: Path, redis_server: Server, mongo_server: Server, mail_catcher: Server
 ) -> None:
-    port = free_port()
-    env = env_without_services(
+    app = start_app(
+        tmp_path,
+        cwd=tmp_path,
         REDIS_URL=redis_server.url,
         MONGODB_URL=mongo_server.url.rsplit("/", 1)[0] + "/graceful",
+        SMTP_URL=mail_catcher.url,
         SECRET_KEY="k" * 40,
         COOKIE_SECURE="0",
-        PORT=str(port),
         BCRYPT_ROUNDS="13",  # a sign-in that takes a while: long enough to stop the app during it
     )
-    log = tmp_path / "app.log"
-    with open(log, "wb") as out:
-        app = subprocess.Popen([sys.executable, "-m", "web"], env=env, cwd=tmp_path, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        form = {"first_name": "Ada", "last_name": "L", "email": "grace.ful@example.com", "password": PASSWORD}
-        assert httpx.post(f"{url}/signup", data=form, timeout=30).status_code == 303
+    with app:
+        assert httpx.post(f"{app.url}/signup", data=SIGNUP, timeout=30).status_code == 303
         result: dict[str, httpx.Response] = {}
-        monitor = Redis.from_url(redis_server.url, decode_responses=True)
-        with monitor.monitor() as commands:
-            request = threading.Thread(
-                target=lambda: result.update(
-                    r=httpx.post(
-                        f"{url}/login", data={"email": form["email"], "password": PASSWORD}, timeout=30
-                    )
+        request = threading.Thread(
+            target=lambda: result.update(
+                r=httpx.post(
+                    f"{app.url}/login", data={"email": SIGNUP["email"], "password": PASSWORD}, timeout=30
                 )
             )
+        )
+        # socket_timeout: should the sign-in never reach Redis, next_command() raises, not hangs.
+        monitor = Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=10)
+        with monitor.monitor() as commands:
             request.start()
             # The throttle check is the login's first step: once Redis sees it, the request is in flight.
-            for command in commands.listen():
-                if "t:a:" in command["command"]:
-                    break
-        app.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while "t:a:" not in commands.next_command()["command"]:
+                assert time.monotonic() < deadline, "the sign-in never reached Redis's throttle"
+        assert app.stop(signal.SIGTERM, within=30) == 0
         request.join(30)
-        assert result["r"].status_code == 303
-        assert app.wait(30) == 0
-    finally:
-        if app.poll() is None:
-            app.kill()
-    assert "Shutting down" in log.read_text()
+    assert result["r"].status_code == 303
+    assert "Shutting down" in app.log()

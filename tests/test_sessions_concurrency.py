@@ -18,6 +18,7 @@ from web.sessions import SessionMiddleware, SessionStore, Signer, session_of
 from web.settings import Settings
 
 ROUNDS = 100
+BARRIER_WAIT_S = 5.0
 RACE = {"X-Race": "1"}
 
 
@@ -36,7 +37,10 @@ async def inline_app(settings: Settings) -> AsyncIterator[tuple[Starlette, async
     async def write(request: Request) -> Response:
         session = await session_of(request).load()
         if "x-race" in request.headers:
-            await barrier.wait()  # both requests hold the same old state before either writes
+            # Both requests hold the same old state before either writes. Bounded: should the
+            # other request fail before it gets here, this one fails too rather than hang the run.
+            async with asyncio.timeout(BARRIER_WAIT_S):
+                await barrier.wait()
         if request.method == "DELETE":
             del session[request.path_params["key"]]
         else:

@@ -64,7 +64,11 @@ def wait_for_cluster_ok(port: int, within: float = 30) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         out = subprocess.run(
-            ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
+            ["redis-cli", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
         ).stdout
         if "cluster_state:ok" in out:
             return
@@ -94,6 +98,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ],
         check=True,
         capture_output=True,
+        timeout=60,
     )
     wait_for_cluster_ok(ports[0])
     cluster = Cluster(nodes, dirs)
@@ -115,7 +120,7 @@ class InspectingCluster(RedisCluster):
         return sorted(self.scan_iter(pattern))
 
     def info(self, section: str | None = None, *args: object, **kwargs: object) -> dict[str, Any]:  # type: ignore[override]
-        """Command statistics summed over the masters (the tests count round trips with them)."""
+        """Command statistics summed over the masters, for tests.helpers.servers.counting_commands."""
         per_node = super().info(section, target_nodes=self.PRIMARIES)
         if section != "commandstats":
             return per_node  # type: ignore[no-any-return]

@@ -10,10 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +31,9 @@ from playwright.sync_api import (
 from redis import Redis
 
 from tests.conftest import PASSWORD
-from web.embedded import Server, free_port
+from tests.helpers.servers import AppProcess as App
+from tests.helpers.servers import start_app
+from web.embedded import Server
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -53,13 +51,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 VIEWPORT = {"width": 1100, "height": 700}
-# Everything web/settings.py reads: the app started here sees only what the test sets.
-APP_VARIABLES = {
-    "REDIS_URL", "MONGODB_URL", "SECRET_KEY", "DATA_DIR", "HOST", "PORT", "REDIS_CLUSTER",
-    "SESSION_IDLE_TIMEOUT", "SESSION_ABSOLUTE_TIMEOUT", "COOKIE_SECURE", "BCRYPT_ROUNDS",
-    "PASSWORD_MIN_LENGTH", "TRUSTED_PROXIES", "LOGIN_MAX_FAILURES", "LOGIN_IP_MAX_FAILURES",
-    "LOGIN_WINDOW", "AUDIT_LOG_LEVEL",
-}  # fmt: skip
 SERIOUS = ("serious", "critical")
 
 # The fixtures' shapes, for the tests' type hints.
@@ -99,69 +90,35 @@ def _tools() -> None:
 # -- the app --------------------------------------------------------------------------------
 
 
-@dataclass
-class App:
-    """One `python -m web` process."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_app(redis_url: str, mongo_url: str, log_dir: Path, **env: str) -> App:
-    """Start the app on a free port with a database of its own; return once /healthz says 200."""
-    port = free_port()
+def e2e_app(services: tuple[Server, Server, Server], log_dir: Path, **env: str) -> App:
+    """`python -m web` on the suite's Redis, MongoDB (a database of its own) and SMTP server."""
+    redis_server, mongo_server, mail_catcher = services
     database = f"e2e_{uuid.uuid4().hex[:12]}"
-    environ = {
-        **{k: v for k, v in os.environ.items() if k not in APP_VARIABLES},
-        "REDIS_URL": redis_url,
-        "MONGODB_URL": re.sub(r"/app$", f"/{database}", mongo_url),
+    settings = {
+        "REDIS_URL": redis_server.url,
+        "MONGODB_URL": re.sub(r"/app$", f"/{database}", mongo_server.url),
+        "SMTP_URL": mail_catcher.url,
         "SECRET_KEY": SECRET_KEY,
         "COOKIE_SECURE": "0",
         "BCRYPT_ROUNDS": "4",
-        "PORT": str(port),
-        **env,
     }
-    log_path = log_dir / f"app-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "web"], cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT
-        )
-    app = App(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the app exited with {process.returncode}:\n{app.log()}")
-        try:
-            if httpx.get(f"{app.url}/healthz", timeout=1).status_code == 200:
-                return app
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)  # polling a child process that is starting, not synchronising a test
-    app.stop()
-    raise AssertionError(f"the app did not answer /healthz within 60 s:\n{app.log()}")
+    return start_app(log_dir, **{**settings, **env})
+
+
+@pytest.fixture(scope="package")
+def services(
+    redis_server: Server, mongo_server: Server, mail_catcher: Server
+) -> tuple[Server, Server, Server]:
+    return redis_server, mongo_server, mail_catcher
 
 
 @pytest.fixture(scope="package")
 def app_server(
-    redis_server: Server, mongo_server: Server, tmp_path_factory: pytest.TempPathFactory
+    services: tuple[Server, Server, Server], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[App]:
     """The app most tests share, with the default settings."""
-    app = start_app(redis_server.url, mongo_server.url, tmp_path_factory.mktemp("e2e-app"))
-    yield app
-    app.stop()
+    with e2e_app(services, tmp_path_factory.mktemp("e2e-app")) as app:
+        yield app
 
 
 @pytest.fixture
@@ -172,13 +129,13 @@ def app(app_server: App, redis: Redis) -> App:
 
 @pytest.fixture
 def serve(
-    redis_server: Server, mongo_server: Server, redis: Redis, tmp_path: Path
+    services: tuple[Server, Server, Server], redis: Redis, tmp_path: Path
 ) -> Iterator[Callable[..., App]]:
     """Start an app of the test's own with other settings, e.g. serve(SESSION_IDLE_TIMEOUT="6")."""
     started: list[App] = []
 
     def start(**env: str) -> App:
-        started.append(start_app(redis_server.url, mongo_server.url, tmp_path, **env))
+        started.append(e2e_app(services, tmp_path, **env))
         return started[-1]
 
     yield start
