@@ -7,6 +7,7 @@ from redis import Redis
 from starlette.applications import Starlette
 
 from tests.conftest import login, make_client, running, session_keys, set_session_cookie, signup
+from tests.helpers.servers import command_calls
 from web.services import Services
 from web.sessions import Session, Signer
 from web.sessions.ids import digest
@@ -16,8 +17,7 @@ WRITES = ("set", "hset", "setex", "getex", "expire", "pexpire", "del", "zadd", "
 
 
 def write_calls(redis: Redis) -> dict[str, int]:
-    stats = redis.info("commandstats")
-    return {k: v["calls"] for k, v in stats.items() if k.removeprefix("cmdstat_") in WRITES}
+    return {k: n for k, n in command_calls(redis).items() if k in WRITES}
 
 
 async def test_cookie_attributes_are_strict(client: httpx.AsyncClient) -> None:

@@ -37,7 +37,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with(parent: int) -> Callable[[], None]:
+def die_with(parent: int) -> Callable[[], None]:
     def arrange() -> None:
         # Runs in the child between fork and exec: ask for SIGTERM when the parent dies
         # (PR_SET_PDEATHSIG = 1), and go at once if it already died in between.
@@ -141,7 +141,7 @@ def _wait_until_listening(server: Server, log_path: Path | None) -> None:
     )
 
 
-def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | None) -> Server:
+def spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | None) -> Server:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed by Server.stop
     process = subprocess.Popen(
         argv,
@@ -149,7 +149,7 @@ def _spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | Non
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         # PDEATHSIG fires when the spawning *thread* ends: servers are started from the main thread.
-        preexec_fn=_die_with(os.getpid()),
+        preexec_fn=die_with(os.getpid()),
         # Own process group: a Ctrl-C meant for the app must not kill the servers before the
         # app has finished with them; the app stops them itself, in order.
         start_new_session=True,
@@ -191,7 +191,7 @@ def start_redis(
     else:
         private_dir(data_dir)
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
-    return _spawn("redis", [*argv, *args], port, f"redis://127.0.0.1:{port}/0", log_path)
+    return spawn("redis", [*argv, *args], port, f"redis://127.0.0.1:{port}/0", log_path)
 
 
 def start_mongo(
@@ -224,6 +224,6 @@ def start_mongo(
     else:
         # Sync each commit: a user who just signed up must survive a crash of the app.
         argv += ["--storage-path", str(data_dir.resolve()), "--sync-on-commit"]
-    server = _spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
+    server = spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
     server.scratch = scratch
     return server

@@ -21,7 +21,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from web.embedded import Server, _spawn, free_port, redis_binary, start_redis
+from web.embedded import Server, free_port, redis_binary, spawn, start_redis
 
 SERVICE = "mymaster"
 # The master is subjectively down after this long without a reply to a sentinel's PING.
@@ -167,7 +167,7 @@ def _sentinel_config(home: Path, port: int, master: Server, replica: Server, pee
 def _start_sentinel(home: Path, port: int, config: Path) -> Server:
     # `redis-server <config> --sentinel`: the config file must come first, which start_redis cannot do.
     argv = [redis_binary(), str(config), "--sentinel"]
-    server = _spawn("sentinel", argv, port, f"redis://127.0.0.1:{port}", home / "sentinel.log")
+    server = spawn("sentinel", argv, port, f"redis://127.0.0.1:{port}", home / "sentinel.log")
     return server
 
 

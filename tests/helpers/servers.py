@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from web.embedded import _die_with, free_port
+from web.embedded import die_with, free_port
 from web.server import LimitedHttpToolsProtocol
 from web.settings import VARIABLES
 
@@ -98,7 +98,7 @@ def launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             # An interrupted test run or benchmark must leave no app behind.
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=die_with(os.getpid()),
         )
     app = AppProcess(name, f"http://127.0.0.1:{port}", port, process, log_path)
     deadline = time.monotonic() + within

@@ -6,12 +6,26 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from beanie import Document, Indexed
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 
 def normalise_email(email: str) -> str:
     """The one spelling of an address that is stored and looked up."""
     return email.strip().lower()
+
+
+class Passkey(BaseModel):
+    """A registered passkey: its public key and what the authenticator last said about it."""
+
+    id: str  # the credential id, base64url
+    public_key: str  # COSE key, base64url
+    sign_count: int
+    backup_eligible: bool
+    backed_up: bool
+    transports: list[str] = Field(default_factory=list)
+    name: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    last_used_at: datetime | None = None
 
 
 class User(Document):
@@ -22,6 +36,14 @@ class User(Document):
     password_hash: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     email_verified_at: datetime | None = None
+    # Second factors. The TOTP secret is sealed (AES-GCM, web/crypto.py); recovery codes are
+    # hashes; the last accepted TOTP time step makes each code single use.
+    totp_secret: str | None = None
+    totp_last_step: int | None = None
+    recovery_codes: list[str] = Field(default_factory=list)
+    # The WebAuthn user handle (random, not the id): what a discoverable passkey names.
+    webauthn_handle: Annotated[str | None, Indexed(sparse=True)] = None
+    passkeys: list[Passkey] = Field(default_factory=list)
 
     class Settings:
         name = "users"
@@ -59,3 +81,45 @@ class User(Document):
             {"_id": self.id, "password_hash": old}, {"$set": {"password_hash": new}}
         )
         return result.modified_count == 1
+
+    @property
+    def two_factor(self) -> bool:
+        """Whether a password alone is not enough to sign in."""
+        return self.totp_secret is not None
+
+    async def take_totp_step(self, step: int) -> bool:
+        """Record `step` as used, if it is later than the last one (of two racing requests with
+        one code, only one gets it)."""
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "$or": [{"totp_last_step": None}, {"totp_last_step": {"$lt": step}}]},
+            {"$set": {"totp_last_step": step}},
+        )
+        return result.modified_count == 1
+
+    async def take_recovery_code(self, code_hash: str) -> bool:
+        """Use a recovery code up: true for exactly one of any requests racing with it."""
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "recovery_codes": code_hash}, {"$pull": {"recovery_codes": code_hash}}
+        )
+        if result.modified_count == 1:
+            self.recovery_codes = [h for h in self.recovery_codes if h != code_hash]
+        return result.modified_count == 1
+
+    async def passkey_used(self, credential_id: str, sign_count: int, backed_up: bool) -> bool:
+        """Store a passkey's new counter, if it still goes up (two sign-ins racing with one clone)."""
+        counter = {"$lt": sign_count} if sign_count > 0 else 0
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "passkeys": {"$elemMatch": {"id": credential_id, "sign_count": counter}}},
+            {
+                "$set": {
+                    "passkeys.$.sign_count": sign_count,
+                    "passkeys.$.backed_up": backed_up,
+                    "passkeys.$.last_used_at": datetime.now(UTC),
+                }
+            },
+        )
+        return result.modified_count == 1
+
+    @classmethod
+    async def by_webauthn_handle(cls, handle: str) -> User | None:
+        return await cls.find_one({"webauthn_handle": handle})

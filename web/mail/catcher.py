@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from web.embedded import Server, _spawn, free_port
+from web.embedded import Server, free_port, spawn
 from web.mail.message import from_bytes
 
 
@@ -78,7 +78,7 @@ def start_mail_catcher(maildir: Path, *, port: int | None = None, log_path: Path
         "--maildir",
         str(maildir.resolve()),
     ]
-    return _spawn("mail catcher", argv, port, f"smtp://127.0.0.1:{port}", log_path)
+    return spawn("mail catcher", argv, port, f"smtp://127.0.0.1:{port}", log_path)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class Session:
         """
         self._check_loaded()
         now = self._store.now()
-        fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: str(now), IP: ip, AGENT: agent}
+        fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: "0", IP: ip, AGENT: agent}
         if not user.verified:
             fields[UNVERIFIED] = "1"
         previous_user = self._fields.get(USER)
@@ -207,7 +207,7 @@ class Session:
             if self._data:
                 # An anonymous visitor's first data: only now does the session need to exist.
                 now = self._store.now()
-                await self._move({CREATED: str(now), SEEN: str(now)}, previous_user=None, epoch=0)
+                await self._move({CREATED: str(now), SEEN: "0"}, previous_user=None, epoch=0)
             return
         changed = {DATA_PREFIX + k: json.dumps(self._data[k]) for k in self._changed}
         deleted = [DATA_PREFIX + k for k in self._deleted]

@@ -29,6 +29,7 @@ from web.sessions.agent import label
 from web.sessions.ids import user_tag
 
 # Field names are short because every session pays for them in Redis memory.
+# SEEN is seconds since CREATED: a small number takes less room than a second timestamp.
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"  # AGENT: agent.browser_code()
 UNVERIFIED = "v"  # present while the user's email address is not confirmed
 DATA_PREFIX = "d:"
@@ -58,8 +59,8 @@ if ARGV[4] == '1' then
   ttl = math.min(tonumber(ARGV[2]), left)
   -- An absolute time, not a relative one: the request's own latency must not stretch the deadline.
   redis.call('PEXPIREAT', KEYS[1], now + ttl)
-  if now - seen * 1000 >= tonumber(ARGV[5]) * 1000 then
-    redis.call('HSET', KEYS[1], 's', math.floor(now / 1000))
+  if now - (created + seen) * 1000 >= tonumber(ARGV[5]) * 1000 then
+    redis.call('HSET', KEYS[1], 's', math.floor(now / 1000) - created)
   end
 else
   ttl = redis.call('PTTL', KEYS[1])
@@ -342,7 +343,7 @@ class SessionStore:
                 SessionInfo(
                     digest=digest,
                     created=int(fields.get(CREATED, 0)),
-                    last_seen=int(fields.get(SEEN, 0)),
+                    last_seen=int(fields.get(CREATED, 0)) + int(fields.get(SEEN, 0)),
                     ip=fields.get(IP, ""),
                     browser=label(fields.get(AGENT, "")),
                     ttl_ms=int(ttl),
