@@ -176,9 +176,12 @@ async def test_a_burst_of_guesses_gets_no_more_checks_than_the_limit(app: Starle
             guesses = [login(attacker, email=email, password=f"guess number {i}") for i in range(30)]
             responses = await asyncio.gather(*guesses, login(attacker, email=email))
             codes = [r.status_code for r in responses]
-            checked = codes.count(401) + codes.count(303)
-            assert checked <= 10, (n, codes)
-            assert codes.count(429) == len(codes) - checked, (n, codes)
+            # Wrong guesses checked: at most the limit. The right one, if it got a place, gives
+            # it back on success (another guess may take it): it is not a wrong guess.
+            assert codes.count(401) <= 10, (n, codes)
+            assert codes.count(303) <= 1 and codes.count(401) + codes.count(303) + codes.count(429) == 31, (
+                codes
+            )
             assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
             if codes[-1] == 429:  # the right guess came too late: it must not have cleared the lock
                 assert (await login(attacker, email=email)).status_code == 429, (n, codes)

@@ -1,7 +1,7 @@
 """Throttling in Redis: attempts reserved atomically *before* the password is checked.
 
-A limiter is a small hash per counted thing: `f` attempts in the window that ends at `w`,
-`u` locked until, `n` lockouts so far. An attempt first *reserves* a place in every limiter
+A limiter is a small hash per counted thing: `f` attempts in the window that ends at `w`
+(failed, or still in flight), `p` in flight, `u` locked until, `n` lockouts so far. An attempt first *reserves* a place in every limiter
 that applies to it, in one script: if any is locked or full, the attempt is refused before
 bcrypt runs; so however many requests arrive at once, at most the allowed number are checked.
 Afterwards the attempt *settles*: a failure that fills a limiter locks it (for a window, twice
@@ -57,6 +57,7 @@ for i, key in ipairs(KEYS) do
   else
     redis.call('HINCRBY', key, 'f', 1)
   end
+  redis.call('HINCRBY', key, 'p', 1)
   if ARGV[2 + 3 * i] == '1' then
     for _, other in ipairs(KEYS) do
       if other ~= key then redis.call('HSET', key, 'k:' .. other, 1) end
@@ -75,7 +76,11 @@ local now, cap, outcome = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local locked = 0
 for i, key in ipairs(KEYS) do
   local limit, window = tonumber(ARGV[1 + 3 * i]), tonumber(ARGV[2 + 3 * i])
-  if outcome == 'ok' and ARGV[3 + 3 * i] == '1' then
+  local pending = 0
+  if outcome ~= 'count' then pending = math.max(redis.call('HINCRBY', key, 'p', -1), 0) end
+  if outcome == 'ok' and ARGV[3 + 3 * i] == '1' and pending == 0 then
+    -- A success clears this client's failures, but not while other attempts are in flight:
+    -- in a burst that holds the right password, the wrong ones keep their places.
     redis.call('HSET', key, 'f', 0)
   elseif outcome == 'ok' or outcome == 'undo' then
     if tonumber(redis.call('HGET', key, 'f') or 0) > 0 then redis.call('HINCRBY', key, 'f', -1) end
