@@ -1,12 +1,13 @@
 """Throttling in Redis: attempts reserved atomically *before* the password is checked.
 
 A limiter is a small hash per counted thing: `f` attempts in the window that ends at `w`
-(failed, or still in flight), `p` in flight, `u` locked until, `n` lockouts so far. An attempt first *reserves* a place in every limiter
-that applies to it, in one script: if any is locked or full, the attempt is refused before
-bcrypt runs; so however many requests arrive at once, at most the allowed number are checked.
-Afterwards the attempt *settles*: a failure that fills a limiter locks it (for a window, twice
-as long on each lockout in a row, capped); a success gives its place back, and clears the
-failures of the limiters that belong to that client alone.
+(failed, or still in flight), `p` in flight, `u` locked until, `n` lockouts so far. An
+attempt first *reserves* a place in every limiter that applies to it, in one script: if any
+is locked or full, the attempt is refused before bcrypt runs; so however many requests arrive
+at once, at most the allowed number are checked. Afterwards the attempt *settles*: a failure
+that fills a limiter locks it (for a window, twice as long on each lockout in a row, capped);
+a success gives its place back, and (with nothing else in flight) clears the failures of the
+limiters that belong to that client alone.
 
 Sign-in counts per (account, client): the client is the browser's device cookie when it has
 signed in to this account before, else its address (IPv6 by /64). So an attacker guessing
