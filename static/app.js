@@ -64,6 +64,40 @@
   });
   setInterval(tick, 1000);
 
+  // Sudo mode: a request answered with the re-authentication dialog (X-Reauth) is kept, and
+  // sent again once the dialog says it is done: from the same form, so with what was typed.
+  var waiting = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr && xhr.getResponseHeader("X-Reauth") === "1") {
+      var config = event.detail.requestConfig;
+      waiting = { verb: config.verb, path: config.path, source: config.elt, target: config.target };
+    }
+  });
+  function closeDialog() {
+    var box = document.getElementById("dialog");
+    if (box) box.innerHTML = "";
+  }
+  document.body.addEventListener("reauthenticated", function () {
+    closeDialog();
+    if (!waiting || !window.htmx) return;
+    var again = waiting;
+    waiting = null;
+    window.htmx.ajax(again.verb.toUpperCase(), again.path, { source: again.source, target: again.target });
+  });
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("[data-dialog-close]")) {
+      waiting = null;
+      closeDialog();
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && document.querySelector("#dialog [data-reauth]")) {
+      waiting = null;
+      closeDialog();
+    }
+  });
+
   // After a form comes back with errors, put the keyboard on the first field to fix.
   document.addEventListener("htmx:afterSwap", function (event) {
     // With hx-swap="outerHTML" the target was replaced: look in what came in (event.target) instead.

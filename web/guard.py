@@ -1,18 +1,26 @@
-"""The one sign-in guard: a route declares that it needs a signed-in user, and this decides
-what everyone else gets (a 303 to the sign-in page, htmx's HX-Redirect, or a JSON 401)."""
+"""The one sign-in guard: a route declares that it needs a signed-in user (and, for sensitive
+changes, a recent authentication), and this decides what everyone else gets: a 303 to the
+sign-in page (or to /reauth), htmx's HX-Redirect (or the re-authentication dialog), a JSON 401."""
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import overload
+from urllib.parse import urlencode, urlsplit
 
+from beanie import PydanticObjectId
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from web.htmx import redirect, wants_json
+from web.auth.users import User
+from web.htmx import redirect, redirect_to, wants_json
+from web.services import services
 from web.sessions import Session, SessionUser, session_of
+from web.templating import render
+from web.urls import path_for
 
 
 @dataclass(frozen=True)
@@ -39,17 +47,62 @@ def anonymous(request: Request, session: Session) -> Response:
     return redirect(request, "login")
 
 
+def local_path(raw: str | None) -> str:
+    """`raw` if it is a path on this site, else "/": a `next` parameter must not lead elsewhere."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return "/"
+    if any(ord(c) < 32 or c == "\x7f" for c in raw):
+        return "/"
+    parts = urlsplit(raw)
+    return raw if not parts.scheme and not parts.netloc else "/"
+
+
+def reauth_expires_in(request: Request, session: Session) -> int:
+    """Seconds left of sudo mode: how long ago the user last proved who they are, from the timeout."""
+    timeout = services(request).settings.reauth_timeout
+    return max(0, session.authenticated_at + timeout - int(time.time()))
+
+
+async def stale(request: Request, session: Session) -> Response:
+    """A sensitive request from a session that authenticated too long ago: ask again."""
+    if request.method == "GET":
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:  # back to the page the form was on (a POST body cannot be replayed without JS)
+        referer = urlsplit(request.headers.get("referer", ""))
+        same = referer.netloc == request.headers.get("host", "")
+        here = referer.path if same else path_for(request, "home")
+    next_path = local_path(here)
+    location = path_for(request, "reauth") + "?" + urlencode({"next": next_path})
+    if wants_json(request):
+        return JSONResponse({"reauthenticate": True, "location": location}, 401)
+    if request.headers.get("hx-request") == "true":
+        user = await User.get(PydanticObjectId(session.user.id)) if session.user else None
+        context = {"next": next_path, "message": None, "has_totp": str(bool(user and user.totp_secret))}
+        # X-Reauth: app.js keeps the request that got this, to send it again once it is done.
+        headers = {"HX-Retarget": "#dialog", "HX-Reswap": "innerHTML", "X-Reauth": "1"}
+        return render(request, "pages/reauth.html", context, block="dialog", status=401, headers=headers)
+    return redirect_to(request, location)
+
+
 @overload
 def signed_in(handler: Handler, /) -> Endpoint: ...
 @overload
-def signed_in(*, touch: bool = True, otherwise: Fallback = anonymous) -> Callable[[Handler], Endpoint]: ...
+def signed_in(
+    *, touch: bool = True, recent: bool = False, otherwise: Fallback = anonymous
+) -> Callable[[Handler], Endpoint]: ...
 
 
 def signed_in(
-    handler: Handler | None = None, /, *, touch: bool = True, otherwise: Fallback = anonymous
+    handler: Handler | None = None,
+    /,
+    *,
+    touch: bool = True,
+    recent: bool = False,
+    otherwise: Fallback = anonymous,
 ) -> Endpoint | Callable[[Handler], Endpoint]:
     """Decorate a handler that needs a signed-in user: it gets `(request, SignedIn)`.
 
+    recent=True: the user must have proved who they are within REAUTH_TIMEOUT (sudo mode).
     touch=False reads the session without sliding its idle window (polling, sign-out).
     """
 
@@ -60,6 +113,8 @@ def signed_in(
             user = session.user
             if user is None:
                 return otherwise(request, session)
+            if recent and not reauth_expires_in(request, session):
+                return await stale(request, session)
             try:
                 return await inner(request, SignedIn(session, user))
             except SignedOut:

@@ -104,3 +104,29 @@ async def new_browser(request: Request, user: User, session_digest: str) -> None
         **_where(request),
     )
     audit("new_browser_notice_sent", ip=client_ip(request), user_id=str(user.id))
+
+
+async def factors_changed(request: Request, user: User, what: str) -> None:
+    """A second factor was added, removed or replaced: say which, and how to undo it."""
+    await services(request).mail.send(
+        user.email,
+        "factors_changed",
+        name=user.first_name,
+        what=what,
+        when=_when(),
+        security_link=_link(request, "security"),
+        reset_link=_link(request, "forgot_password"),
+        **_where(request),
+    )
+
+
+async def recovery_code_used(request: Request, user: User, *, left: int) -> None:
+    await services(request).mail.send(
+        user.email,
+        "recovery_code_used",
+        name=user.first_name,
+        left=left,
+        when=_when(),
+        security_link=_link(request, "security"),
+        **_where(request),
+    )

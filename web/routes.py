@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web.views import account, auth, devmail, email, pages, recovery, sessions
+from web.views import account, auth, devmail, email, pages, reauth, recovery, security, sessions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -15,6 +15,13 @@ routes: list[BaseRoute] = [
     Route("/", pages.home, name="home"),
     Route("/login", auth.login_page, methods=["GET"], name="login"),
     Route("/login", auth.login, methods=["POST"]),
+    Route("/login/2fa", auth.second_factor, methods=["POST"], name="second_factor"),
+    Route("/login/passkey/options", auth.passkey_options, methods=["POST"], name="passkey_sign_in_options"),
+    Route("/login/passkey", auth.passkey, methods=["POST"], name="passkey_sign_in"),
+    Route("/reauth", reauth.reauth_page, methods=["GET"], name="reauth"),
+    Route("/reauth", reauth.reauth, methods=["POST"]),
+    Route("/reauth/passkey/options", reauth.passkey_options, methods=["POST"], name="reauth_passkey_options"),
+    Route("/reauth/passkey", reauth.passkey, methods=["POST"], name="reauth_passkey"),
     Route("/signup", auth.signup_page, methods=["GET"], name="signup"),
     Route("/signup", auth.signup, methods=["POST"]),
     Route("/logout", auth.logout_page, methods=["GET"], name="logout"),
@@ -38,6 +45,15 @@ routes: list[BaseRoute] = [
     Route("/account", email.account_page, methods=["GET"], name="account"),
     Route("/account/email", email.email_page, methods=["GET"], name="change_email"),
     Route("/account/email", email.change_email, methods=["POST"]),
+    Route("/account/security", security.security_page, methods=["GET"], name="security"),
+    Route("/account/2fa/totp", security.totp_page, methods=["GET"], name="totp"),
+    Route("/account/2fa/totp", security.enable_totp, methods=["POST"]),
+    Route("/account/2fa/totp/disable", security.disable_totp, methods=["POST"], name="disable_totp"),
+    Route("/account/2fa/recovery-codes", security.recovery_codes, methods=["POST"], name="recovery_codes"),
+    Route("/account/passkeys/options", security.passkey_options, methods=["POST"], name="passkey_options"),
+    Route("/account/passkeys", security.add_passkey, methods=["POST"], name="add_passkey"),
+    Route("/account/passkeys/{id}/rename", security.rename_passkey, methods=["POST"], name="rename_passkey"),
+    Route("/account/passkeys/{id}/delete", security.remove_passkey, methods=["POST"], name="remove_passkey"),
     Route("/sessions/report/{token}", sessions.report_page, methods=["GET"], name="report_session"),
     Route("/sessions/report/{token}", sessions.report, methods=["POST"]),
     Route("/dev/mail", devmail.inbox, methods=["GET"], name="dev_mail"),

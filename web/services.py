@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from pymongo import AsyncMongoClient
 from starlette.requests import HTTPConnection
 
 from web.auth.devices import Devices
+from web.auth.passkeys import RelyingParty
 from web.auth.passwords import Passwords
 from web.auth.throttle import Throttle
 from web.auth.tokens import Tokens
@@ -21,6 +23,7 @@ from web.redis import RedisClient, connect_redis
 from web.sessions import SessionStore, Signer
 from web.settings import Settings
 
+log = logging.getLogger(__name__)
 TIMEOUT_S = 1.0  # as for Redis: an outage is reported within about a second
 POOL_SIZE = 100
 
@@ -52,6 +55,7 @@ class Services:
     tokens: Tokens
     mail: Outbox
     sender: MailSender | None  # None without SMTP_URL: mail waits in the queue
+    relying_party: RelyingParty | None  # None when PUBLIC_URL cannot have passkeys (an IP address)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -92,6 +96,7 @@ class Services:
                 queue, sender=settings.mail_from, public_url=settings.public_url, keys=settings.secret_keys
             ),
             sender=MailSender(queue, parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
+            relying_party=_relying_party(settings.public_url),
         )
 
     async def start(self) -> None:
@@ -105,6 +110,14 @@ class Services:
         await self.redis.aclose()
         await self.mongo.close()
         self.passwords.close()
+
+
+def _relying_party(public_url: str) -> RelyingParty | None:
+    try:
+        return RelyingParty.from_public_url(public_url)
+    except ValueError as exc:
+        log.warning("passkeys are off: PUBLIC_URL %s: %s", public_url, exc)
+        return None
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -120,6 +120,29 @@ class User(Document):
         )
         return result.modified_count == 1
 
+    async def add_passkey(self, passkey: Passkey) -> None:
+        await self.get_pymongo_collection().update_one(
+            {"_id": self.id}, {"$push": {"passkeys": passkey.model_dump()}}
+        )
+        self.passkeys.append(passkey)
+
+    async def rename_passkey(self, credential_id: str, name: str) -> bool:
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "passkeys.id": credential_id}, {"$set": {"passkeys.$.name": name}}
+        )
+        return result.matched_count == 1
+
+    async def remove_passkey(self, credential_id: str) -> bool:
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "passkeys.id": credential_id}, {"$pull": {"passkeys": {"id": credential_id}}}
+        )
+        self.passkeys = [p for p in self.passkeys if p.id != credential_id]
+        return result.modified_count == 1
+
     @classmethod
-    async def by_webauthn_handle(cls, handle: str) -> User | None:
-        return await cls.find_one({"webauthn_handle": handle})
+    async def id_by_webauthn_handle(cls, handle: str) -> str | None:
+        """Just the id of the account a passkey names (a sign-in reads the epoch before the rest)."""
+        found = await cls.get_pymongo_collection().find_one(
+            {"webauthn_handle": handle}, projection={"_id": 1}
+        )
+        return str(found["_id"]) if found else None

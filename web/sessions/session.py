@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from web.sessions.ids import digest, new_id, user_tag
-from web.sessions.store import AGENT, CREATED, DATA_PREFIX, IP, NAME, SEEN, UNVERIFIED, USER, SessionStore
+from web.sessions.store import (
+    AGENT,
+    AUTHED,
+    CREATED,
+    DATA_PREFIX,
+    IP,
+    NAME,
+    SEEN,
+    UNVERIFIED,
+    USER,
+    SessionStore,
+)
 
 CookieAction = Literal["set", "clear"] | None
 
@@ -76,6 +87,11 @@ class Session:
     @property
     def created(self) -> int:
         return int(self._fields.get(CREATED, 0))
+
+    @property
+    def authenticated_at(self) -> int:
+        """When the user last proved who they are: the sign-in, or a later re-authentication."""
+        return int(self._fields.get(AUTHED) or self.created)
 
     @property
     def expires_in(self) -> int:
@@ -185,6 +201,22 @@ class Session:
             raise RuntimeError("no user to rename")
         await self._store.rename(user.id, name)
         self._fields[NAME] = name
+
+    async def reauthenticated(self) -> None:
+        """The user just proved who they are again (password, code or passkey): sudo mode."""
+        if self.digest is None or self.user is None:
+            raise RuntimeError("no signed-in session to re-authenticate")
+        now = str(self._store.now())
+        await self._store.update(self.digest, {AUTHED: now}, ())
+        self._fields[AUTHED] = now
+
+    async def materialize(self) -> None:
+        """Make sure the session exists in Redis now (an anonymous one is otherwise written
+        only when it first holds data), so that something can be bound to it."""
+        self._check_loaded()
+        if self.digest is None:
+            now = self._store.now()
+            await self._move({CREATED: str(now), SEEN: "0"}, previous_user=None, epoch=0)
 
     async def destroy(self) -> None:
         """Sign out: delete the session everywhere and tell the browser to drop the cookie."""

@@ -32,6 +32,7 @@ from web.sessions.ids import user_tag
 # SEEN is seconds since CREATED: a small number takes less room than a second timestamp.
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"  # AGENT: agent.browser_code()
 UNVERIFIED = "v"  # present while the user's email address is not confirmed
+AUTHED = "t"  # when the user last proved who they are, if later than CREATED (sudo mode)
 DATA_PREFIX = "d:"
 SEEN_EVERY = 60  # seconds: how stale the stored last-seen time may get before it is rewritten
 MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessions go first
@@ -135,6 +136,12 @@ end
 return {epoch, ended}
 """
 
+_BUMP = """
+local epoch = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return epoch
+"""
+
 # Every live session of a user, pruning index entries whose session is gone.
 _LIST = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -203,6 +210,10 @@ def index_key(user_id: str) -> str:
     return f"u:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
+def challenge_key(digest: str, purpose: str) -> str:
+    return f"x:{digest}:{purpose}"  # the session's slot: the digest carries its tag
+
+
 def epoch_key(user_id: str) -> str:
     return f"e:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
@@ -235,6 +246,7 @@ class SessionStore:
         self._create_for_user = Script(redis, _CREATE_FOR_USER, **durable)
         self._update = Script(redis, _UPDATE)
         self._end = Script(redis, _END, **durable)
+        self._bump = Script(redis, _BUMP, **durable)
         self._list = Script(redis, _LIST)
         self._set_all = Script(redis, _SET_ALL)
 
@@ -307,6 +319,19 @@ class SessionStore:
             await self.redis.delete(session_key(digest))
         else:
             await self.end(user_id, only=[digest])
+
+    async def bump_epoch(self, user_id: str) -> int:
+        """Void sign-ins under way (and links tied to the epoch) without ending any session."""
+        return int(await self._bump(keys=[epoch_key(user_id)], args=[EPOCH_TTL]))
+
+    async def put_challenge(self, digest: str, purpose: str, value: str, ttl: int) -> None:
+        """Keep a one-time value for this session (a WebAuthn challenge) for `ttl` seconds."""
+        await self.redis.set(challenge_key(digest, purpose), value, ex=ttl)
+
+    async def take_challenge(self, digest: str, purpose: str) -> str | None:
+        """The session's one-time value, used up: of requests racing with it, one gets it."""
+        value = await self.redis.getdel(challenge_key(digest, purpose))
+        return str(value) if value is not None else None
 
     async def epoch(self, user_id: str) -> int:
         """The user's credential epoch, to be read before a password is checked."""

@@ -30,7 +30,7 @@ async def password_page(request: Request, me: SignedIn) -> Response:
     )
 
 
-@signed_in
+@signed_in(recent=True)
 async def change_password(request: Request, me: SignedIn) -> Response:
     svc = services(request)
     user = await current_user(me)

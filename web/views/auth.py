@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from web import metrics, notices
+from web import metrics, notices, twofactor
 from web.accounts import NOBODY, handle, sign_in
 from web.audit import audit
+from web.auth.passkeys import PasskeyError
 from web.auth.throttle import Limit
 from web.auth.users import User, normalise_email
 from web.forms import NAME_MAX, email_problem, form_page, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, signed_in
-from web.htmx import is_htmx, redirect
+from web.htmx import is_htmx, redirect, wants_json
 from web.security import client_ip, client_network
 from web.services import Services, services
-from web.sessions import StaleCredentials, session_of
+from web.sessions import Session, StaleCredentials, session_of
 from web.templating import render
 from web.urls import path_for
 
@@ -101,19 +103,128 @@ async def login(request: Request) -> Response:
     if svc.passwords.needs_rehash(user.password_hash):
         await user.swap_password_hash(user.password_hash, await svc.passwords.hash(password))
     session = await session_of(request).load()
+    if user.two_factor:
+        # The password is right; the code comes next, in this session, within five minutes.
+        session[PENDING] = {"u": str(user.id), "e": epoch, "x": int(time.time()) + PENDING_TTL, "n": 0}
+        metrics.sign_in("second_factor_pending")
+        audit("login_second_factor_pending", ip=ip, user_id=str(user.id))
+        return _code_step(request)
+    return await _complete(request, session, user, epoch=epoch, event="login_success", known=known)
+
+
+async def _complete(
+    request: Request, session: Session, user: User, *, epoch: int, event: str, known: bool
+) -> Response:
+    """The last step of every way in: a fresh session id, the device cookie, a new-browser notice."""
     try:
-        await sign_in(request, session, user, epoch=epoch, event="login_success")
+        await sign_in(request, session, user, epoch=epoch, event=event)
     except StaleCredentials:
-        # The password changed while this one was being checked: it is the old one now.
+        # The credentials changed while this sign-in was under way: it must start again.
         metrics.sign_in("wrong_password")
         audit(
-            "login_failure", ip=ip, user_id=str(user.id), level=logging.WARNING, reason="credentials_changed"
+            "login_failure",
+            ip=client_ip(request),
+            user_id=str(user.id),
+            level=logging.WARNING,
+            reason="stale",
         )
-        return form_page(request, LOGIN_PAGE, values=values, message=BAD_CREDENTIALS, status=401)
+        return form_page(request, LOGIN_PAGE, values={"email": ""}, message=BAD_CREDENTIALS, status=401)
     metrics.sign_in("ok")
     if not known and session.digest:
         await notices.new_browser(request, user, session.digest)
-    return _with_device(request, redirect(request, "home"), str(user.id))
+    response = JSONResponse({"location": "/"}) if wants_json(request) else redirect(request, "home")
+    return _with_device(request, response, str(user.id))
+
+
+# -- the second step: a code from the authenticator app, or a recovery code ------------------
+
+PENDING = "sign_in_pending"  # session data: who typed the right password, under which epoch
+PENDING_TTL = 300
+MAX_WRONG_CODES = 5
+WRONG_CODE = "That code is not right. Enter the code your app shows now, or a recovery code."
+START_AGAIN = "Sign in again: enter your email and password."
+
+
+def _code_step(request: Request, *, status: int = 200, message: str | None = None) -> Response:
+    block = "code" if is_htmx(request) else None
+    context = {"values": {"email": ""}, "errors": {}, "message": message, "notice": None, "step": "code"}
+    return render(request, LOGIN_PAGE, context, block=block, status=status)
+
+
+async def second_factor(request: Request) -> Response:
+    svc = services(request)
+    code = (await read_form(request, "code"))["code"].strip()
+    session = await session_of(request).load()
+    pending = session.get(PENDING)
+    user = await User.get(PydanticObjectId(pending["u"])) if pending else None
+    if pending is None or user is None or pending["x"] < time.time():
+        if pending is not None:
+            del session[PENDING]
+        return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+    if not code:
+        return _code_step(request, status=422, message=WRONG_CODE)
+    device = svc.devices.read(request)
+    known = svc.devices.knows(device, str(user.id))
+    ip = client_ip(request)
+    # Wrong codes count where wrong passwords do: the account's sign-in limits from this client.
+    limits = svc.throttle.sign_in(
+        user.email, client_network(ip), svc.devices.throttle_id(device) if known and device else None
+    )
+    if wait := await svc.throttle.reserve(limits):
+        message, headers = throttled(wait)
+        metrics.sign_in("throttled")
+        return render(
+            request,
+            LOGIN_PAGE,
+            {"values": {}, "errors": {}, "message": message, "notice": None, "step": "code"},
+            block="code" if is_htmx(request) else None,
+            status=429,
+            headers=headers,
+        )
+    try:
+        how = await twofactor.check_code(request, user, code)
+    except BaseException:
+        await _release(svc, limits)
+        raise
+    await svc.throttle.settle(limits, ok=how is not None)
+    if how is None:
+        metrics.sign_in("wrong_password")
+        audit("second_factor_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
+        pending["n"] += 1
+        if pending["n"] >= MAX_WRONG_CODES:
+            del session[PENDING]  # back to the password
+            return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+        session[PENDING] = pending
+        return _code_step(request, status=401, message=WRONG_CODE)
+    del session[PENDING]
+    return await _complete(
+        request, session, user, epoch=pending["e"], event=f"login_success_{how}", known=known
+    )
+
+
+# -- passkeys: one step, no password, two factors in one ---------------------------------------
+
+
+async def passkey_options(request: Request) -> Response:
+    try:
+        options = await twofactor.sign_in_options(request, await session_of(request).load())
+    except PasskeyError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def passkey(request: Request) -> Response:
+    svc = services(request)
+    credential = (await read_form(request, "credential"))["credential"]
+    session = await session_of(request).load()
+    try:
+        user, epoch = await twofactor.authenticate(request, session, credential, purpose="sign_in")
+    except PasskeyError as exc:
+        metrics.sign_in("wrong_password")
+        audit("passkey_failure", ip=client_ip(request), level=logging.WARNING, reason=exc.reason)
+        return JSONResponse({"error": str(exc)}, 401)
+    known = svc.devices.knows(svc.devices.read(request), str(user.id))
+    return await _complete(request, session, user, epoch=epoch, event="login_success_passkey", known=known)
 
 
 # -- sign up --------------------------------------------------------------------------------

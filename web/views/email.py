@@ -36,7 +36,15 @@ async def account_page(request: Request, me: SignedIn) -> Response:
     """The account at a glance; `Accept: application/json` gets the facts as JSON."""
     user = await current_user(me)
     if wants_json(request):
-        body = {"email": user.email, "email_verified": user.email_verified_at is not None}
+        body = {
+            "email": user.email,
+            "email_verified": user.email_verified_at is not None,
+            "two_factor": {
+                "totp": user.totp_secret is not None,
+                "passkeys": len(user.passkeys),
+                "recovery_codes_left": len(user.recovery_codes),
+            },
+        }
         response = JSONResponse(body, headers={"Cache-Control": "no-store"})
         response.headers.add_vary_header("Accept")
         return response
@@ -117,7 +125,7 @@ async def email_page(request: Request, me: SignedIn) -> Response:
     )
 
 
-@signed_in
+@signed_in(recent=True)
 async def change_email(request: Request, me: SignedIn) -> Response:
     svc = services(request)
     user = await current_user(me)

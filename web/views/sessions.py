@@ -13,7 +13,7 @@ from web.accounts import end_sessions
 from web.audit import audit
 from web.auth.tokens import Token
 from web.errors import LinkGone
-from web.guard import SignedIn, signed_in
+from web.guard import SignedIn, reauth_expires_in, signed_in
 from web.htmx import is_htmx, redirect, wants_json
 from web.security import client_ip
 from web.services import services
@@ -32,6 +32,7 @@ def status(request: Request, session: Session, *, code: int = 200) -> Response:
                 "expires_in": session.expires_in,
                 "absolute_expires_in": session.absolute_expires_in,
                 "idle_timeout": session.idle_timeout,
+                "reauth_expires_in": reauth_expires_in(request, session),
             }
         response: Response = JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
     else:
@@ -93,7 +94,7 @@ async def _after_revoke(request: Request, me: SignedIn) -> Response:
     return _list_page(request, me, await _sessions(request, me))
 
 
-@signed_in
+@signed_in(recent=True)
 async def revoke(request: Request, me: SignedIn) -> Response:
     """End one session by its public handle. Idempotent: an unknown handle is already gone."""
     signer = services(request).signer
@@ -110,7 +111,7 @@ async def revoke(request: Request, me: SignedIn) -> Response:
     return await _after_revoke(request, me)
 
 
-@signed_in
+@signed_in(recent=True)
 async def revoke_others(request: Request, me: SignedIn) -> Response:
     await end_sessions(request, me.user.id, keep=me.session, reason="revoked_others", bump_epoch=True)
     return await _after_revoke(request, me)
