@@ -33,7 +33,8 @@ RESET_MAILS_PER_CLIENT = 20
 VERIFY_MAILS_PER_USER = 3
 HOUR = 3600
 
-# ARGV: now, cap, then per key: its limit, its window, and 1 if it records the group's keys.
+# ARGV: now, cap, then per key: its limit, its window, and its flags: 1 if it records the
+# group's keys, 2 if it is only checked (a lock or a full count refuses; nothing is taken).
 _RESERVE = """
 local UNLIMITED = 2147483648
 local now, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -52,19 +53,23 @@ for i, key in ipairs(KEYS) do
 end
 if wait > 0 then return wait end
 for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[1 + 3 * i])
-  if tonumber(redis.call('HGET', key, 'w') or 0) <= now then
+  local window, flags = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  if flags >= 2 then
+    -- only checked
+  elseif tonumber(redis.call('HGET', key, 'w') or 0) <= now then
     redis.call('HSET', key, 'f', 1, 'w', now + window)
   else
     redis.call('HINCRBY', key, 'f', 1)
   end
-  redis.call('HINCRBY', key, 'p', 1)
-  if ARGV[2 + 3 * i] == '1' then
-    for _, other in ipairs(KEYS) do
-      if other ~= key then redis.call('HSET', key, 'k:' .. other, 1) end
+  if flags < 2 then
+    redis.call('HINCRBY', key, 'p', 1)
+    if flags == 1 then
+      for _, other in ipairs(KEYS) do
+        if other ~= key then redis.call('HSET', key, 'k:' .. other, 1) end
+      end
     end
+    redis.call('EXPIRE', key, window + cap)
   end
-  redis.call('EXPIRE', key, window + cap)
 end
 return 0
 """
@@ -135,6 +140,7 @@ class Limit:
     window: int
     clears: bool = False
     records: bool = False  # keeps the names of the other limiters of its group (for clear())
+    check_only: bool = False  # refuses when locked or full, but takes no place and is not settled
 
 
 class Throttle:
@@ -173,6 +179,9 @@ class Throttle:
         """
         tag, window = account_tag(email), self.window
         per_address = [Limit(f"t:i:{network}", self.ip_max_failures, window)]
+        # Codes guessed wrong lock the password step too: knowing the password is not enough
+        # to go on guessing codes (a right password would otherwise clear the count each time).
+        codes = Limit(self._codes_key(tag), self.max_failures, window, check_only=True)
         if device:
             # The owner's known browser: a counter of its own, and no account-wide ceiling.
             own = Limit(f"t:a:{{{tag}}}:d:{device}", self.max_failures, window, clears=True)
@@ -180,7 +189,22 @@ class Throttle:
         else:
             own = Limit(f"t:a:{{{tag}}}:n:{network}", self.max_failures, window, clears=True)
             account = Limit(f"t:a:{{{tag}}}", self.account_max_failures, window, records=True)
-        return [[own, account], per_address]
+        return [[own, account, codes], per_address]
+
+    def second_factor(self, email: str, network: str, device: str | None) -> list[list[Limit]]:
+        """The limiters of a code at sign-in: the sign-in's, and the account's count of wrong
+        codes, which only a right code clears."""
+        groups = self.sign_in(email, network, device)
+        first = [limit for limit in groups[0] if not limit.check_only]
+        tag = account_tag(email)
+        return [
+            [*first, Limit(self._codes_key(tag), self.max_failures, self.window, clears=True)],
+            *groups[1:],
+        ]
+
+    @staticmethod
+    def _codes_key(tag: str) -> str:
+        return f"t:a:{{{tag}}}:2fa"
 
     async def unlock(self, email: str) -> None:
         """Clear every sign-in limiter of an account (its owner proved it by mail)."""
@@ -219,7 +243,11 @@ class Throttle:
         """Take a place in every limiter; 0 if taken, else the seconds to wait (nothing taken)."""
         taken: list[Sequence[Limit]] = []
         for group in groups:
-            per_key = [x for limit in group for x in (limit.limit, limit.window, int(limit.records))]
+            per_key = [
+                x
+                for limit in group
+                for x in (limit.limit, limit.window, int(limit.records) + 2 * int(limit.check_only))
+            ]
             args = [int(self.clock()), LOCK_CAP, *per_key]
             wait = int(await self._reserve(keys=[limit.key for limit in group], args=args))
             if wait:
@@ -243,6 +271,9 @@ class Throttle:
         return max([await self._run_settle(group, "count") for group in groups], default=0)
 
     async def _run_settle(self, group: Sequence[Limit], outcome: str) -> int:
+        group = [limit for limit in group if not limit.check_only]
+        if not group:
+            return 0
         per_key = [x for limit in group for x in (limit.limit, limit.window, int(limit.clears))]
         args = [int(self.clock()), LOCK_CAP, outcome, *per_key]
         return int(await self._settle(keys=[limit.key for limit in group], args=args))

@@ -167,7 +167,7 @@ async def second_factor(request: Request) -> Response:
     known = svc.devices.knows(device, str(user.id))
     ip = client_ip(request)
     # Wrong codes count where wrong passwords do: the account's sign-in limits from this client.
-    limits = svc.throttle.sign_in(
+    limits = svc.throttle.second_factor(
         user.email, client_network(ip), svc.devices.throttle_id(device) if known and device else None
     )
     if wait := await svc.throttle.reserve(limits):

@@ -1,0 +1,382 @@
+"""Second factors and sudo mode, through the app: TOTP with recovery codes, passkeys (a software
+authenticator signs real WebAuthn responses), re-authentication, and the attacks on each."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pyotp
+import pytest
+from redis import Redis
+from starlette.applications import Starlette
+
+from tests.conftest import HX, PASSWORD, login, make_client, running, signup
+from tests.helpers.authenticator import SoftAuthenticator
+from web.auth.users import User
+from web.sessions.store import session_key
+from web.settings import Settings
+
+ORIGIN = "http://localhost:8000"  # the default PUBLIC_URL: rp id "localhost"
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    async with running(settings, public_url=ORIGIN) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(app) as c:
+        yield c
+
+
+async def enable_totp(client: httpx.AsyncClient) -> tuple[pyotp.TOTP, list[str]]:
+    r = await client.get("/account/2fa/totp", headers=JSON)
+    assert r.status_code == 200, r.text
+    secret = r.json()["secret"]
+    assert r.json()["otpauth_uri"].startswith("otpauth://totp/")
+    totp = pyotp.TOTP(secret)
+    r = await client.post("/account/2fa/totp", data={"code": totp.now()}, headers=JSON)
+    assert r.status_code == 200, r.text
+    return totp, r.json()["recovery_codes"]
+
+
+def next_code(totp: pyotp.TOTP) -> str:
+    """A code for the next time step: valid (±1 step) and not yet used."""
+    return totp.at(time.time() + 30)
+
+
+async def password_step(client: httpx.AsyncClient, **headers: str) -> httpx.Response:
+    return await login(client, headers=headers or None)
+
+
+async def code_step(client: httpx.AsyncClient, code: str, **headers: str) -> httpx.Response:
+    return await client.post("/login/2fa", data={"code": code}, headers=headers or None)
+
+
+# -- TOTP ---------------------------------------------------------------------------------------
+
+
+async def test_totp_is_on_only_after_a_right_code_and_the_secret_is_sealed(
+    client: httpx.AsyncClient,
+) -> None:
+    await signup(client)
+    r = await client.get("/account/2fa/totp", headers=JSON)
+    secret = r.json()["secret"]
+    assert (await client.post("/account/2fa/totp", data={"code": "000000"}, headers=JSON)).status_code == 422
+    facts = (await client.get("/account", headers=JSON)).json()
+    assert facts["two_factor"] == {"totp": False, "passkeys": 0, "recovery_codes_left": 0}
+    page = await client.get("/account/2fa/totp")
+    assert (
+        "<svg" in page.text
+        and "otpauth://totp/" in page.text
+        and "style=" not in page.text.split("<svg")[1].split("</svg>")[0]
+    )
+    secret = re.search(r"data-totp-secret>([A-Z2-7]+)<", page.text).group(1)  # type: ignore[union-attr]
+    r = await client.post("/account/2fa/totp", data={"code": pyotp.TOTP(secret).now()}, headers=JSON)
+    codes = r.json()["recovery_codes"]
+    assert len(codes) == 10 and len(set(codes)) == 10
+    facts = (await client.get("/account", headers=JSON)).json()
+    assert facts["two_factor"] == {"totp": True, "passkeys": 0, "recovery_codes_left": 10}
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None and user.totp_secret and secret not in user.totp_secret
+    assert not set(codes) & set(user.recovery_codes)  # hashes only
+
+
+async def test_sign_in_with_a_password_then_a_code(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    totp, _ = await enable_totp(client)
+    async with make_client(app) as other:
+        r = await password_step(other, **HX)
+        assert r.status_code == 200 and 'action="/login/2fa"' in r.text
+        # Half signed in is not signed in: the pending session opens no page.
+        assert (await other.get("/")).status_code == 303
+        assert (await other.get("/account/security")).status_code == 303
+        before = other.cookies.get("__Host-sid")
+        r = await code_step(other, next_code(totp))
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        assert other.cookies.get("__Host-sid") != before  # a new session id, as at every sign-in
+        assert (await other.get("/")).status_code == 200
+
+
+async def test_a_used_code_cannot_be_used_again(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    totp, _ = await enable_totp(client)
+    code = next_code(totp)
+    async with make_client(app) as first, make_client(app) as shoulder_surfer:
+        await password_step(first)
+        assert (await code_step(first, code)).status_code == 303
+        await password_step(shoulder_surfer)
+        assert (await code_step(shoulder_surfer, code)).status_code == 401
+        assert (await shoulder_surfer.get("/")).status_code == 303
+
+
+async def test_five_wrong_codes_send_the_visitor_back_to_the_password(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    await signup(client)
+    totp, _ = await enable_totp(client)
+    async with make_client(app) as guesser:
+        await password_step(guesser)
+        codes = [(await code_step(guesser, f"{i:06d}")).status_code for i in range(5)]
+        assert codes == [401] * 5
+        r = await code_step(guesser, next_code(totp))  # the right one, too late: no step is pending
+        assert r.status_code == 401 and "enter your email and password" in r.text
+        assert (await guesser.get("/")).status_code == 303
+
+
+async def test_wrong_codes_count_toward_the_sign_in_lockout(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    await signup(client)
+    _totp, _ = await enable_totp(client)
+    async with make_client(app) as guesser:
+        statuses = []
+        for round_ in range(3):
+            await password_step(guesser)
+            statuses += [(await code_step(guesser, f"{round_}{i:05d}")).status_code for i in range(4)]
+        assert 429 in statuses  # ten wrong answers from one client for one account
+        r = await password_step(guesser)
+        assert r.status_code == 429
+
+
+async def test_recovery_codes_sign_in_once_each(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    _, codes = await enable_totp(client)
+    async with make_client(app) as phone_lost:
+        await password_step(phone_lost)
+        assert (await code_step(phone_lost, codes[0].upper().replace("-", " "))).status_code == 303
+    async with make_client(app) as again:
+        await password_step(again)
+        assert (await code_step(again, codes[0])).status_code == 401
+    facts = (await client.get("/account", headers=JSON)).json()
+    assert facts["two_factor"]["recovery_codes_left"] == 9
+
+
+async def test_an_expired_second_step_starts_over(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    totp, _ = await enable_totp(client)
+    async with make_client(app) as slow:
+        await password_step(slow)
+        (key,) = [k for k in redis.scan_iter("s:*") if redis.hexists(k, "d:sign_in_pending")]
+        pending = json.loads(redis.hget(key, "d:sign_in_pending") or "{}")
+        pending["x"] = int(time.time()) - 1  # five minutes have passed
+        redis.hset(key, "d:sign_in_pending", json.dumps(pending))
+        assert (await code_step(slow, next_code(totp))).status_code == 401
+        assert (await slow.get("/")).status_code == 303
+
+
+async def test_a_password_reset_never_skips_the_code(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    await enable_totp(client)
+    # After a reset the visitor is not signed in (tests/test_mail_flows.py); signing in asks for the code.
+    async with make_client(app) as c:
+        r = await password_step(c)
+        assert r.status_code == 200 and "/login/2fa" in r.text
+        assert (await c.get("/")).status_code == 303
+
+
+async def test_turning_totp_off_ends_other_sessions(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    totp, _ = await enable_totp(client)
+    async with make_client(app) as phone:
+        await password_step(phone)
+        assert (await code_step(phone, next_code(totp))).status_code == 303
+        assert (await client.post("/account/2fa/totp/disable")).status_code == 303
+        assert (await phone.get("/")).status_code == 303
+    assert (await client.get("/")).status_code == 200
+    assert (await client.get("/account", headers=JSON)).json()["two_factor"]["totp"] is False
+
+
+# -- passkeys -----------------------------------------------------------------------------------
+
+
+async def register(client: httpx.AsyncClient, authenticator: SoftAuthenticator, name: str = "Laptop") -> None:
+    options = (await client.post("/account/passkeys/options")).json()
+    credential = authenticator.create(options)
+    r = await client.post("/account/passkeys", data={"credential": json.dumps(credential), "name": name})
+    assert r.status_code == 200, r.text
+
+
+async def passkey_sign_in(
+    client: httpx.AsyncClient, authenticator: SoftAuthenticator, **changes: object
+) -> httpx.Response:
+    options = (await client.post("/login/passkey/options")).json()
+    assertion = authenticator.get(options, **changes)  # type: ignore[arg-type]
+    return await client.post("/login/passkey", data={"credential": json.dumps(assertion)}, headers=JSON)
+
+
+async def test_register_a_passkey_then_sign_in_with_it_alone(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    await signup(client)
+    await enable_totp(client)  # a passkey is two factors: no code is asked after it
+    authenticator = SoftAuthenticator(ORIGIN)
+    await register(client, authenticator)
+    facts = (await client.get("/account", headers=JSON)).json()
+    assert facts["two_factor"]["passkeys"] == 1
+    async with make_client(app) as fresh:
+        r = await passkey_sign_in(fresh, authenticator)
+        assert r.status_code == 200 and r.json() == {"location": "/"}
+        assert (await fresh.get("/")).status_code == 200
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None and user.passkeys[0].sign_count >= 1 and user.passkeys[0].last_used_at
+
+
+async def test_passkey_attacks_are_refused(client: httpx.AsyncClient, app: Starlette) -> None:
+    await signup(client)
+    authenticator = SoftAuthenticator(ORIGIN)
+    await register(client, authenticator)
+    async with make_client(app) as attacker:
+        # Another origin (a phishing site relaying the prompt).
+        assert (
+            await passkey_sign_in(attacker, authenticator, origin="https://evil.example")
+        ).status_code == 401
+        # A challenge used once cannot be used again: replay a whole, valid response.
+        options = (await attacker.post("/login/passkey/options")).json()
+        assertion = json.dumps(authenticator.get(options))
+        used = await attacker.post("/login/passkey", data={"credential": assertion}, headers=JSON)
+        assert used.status_code == 200
+        await attacker.post("/logout")
+        assert (await attacker.post("/login/passkey", data={"credential": assertion})).status_code == 401
+        # A challenge issued to another session is not this session's.
+        async with make_client(app) as other:
+            foreign = (await other.post("/login/passkey/options")).json()
+        assert (
+            await attacker.post("/login/passkey", data={"credential": json.dumps(authenticator.get(foreign))})
+        ).status_code == 401
+        # A cloned authenticator whose counter goes backwards.
+        assert (await passkey_sign_in(attacker, authenticator, sign_count_override=1)).status_code == 401
+        # No user verification (no PIN, no biometric).
+        assert (await passkey_sign_in(attacker, authenticator, user_verified=False)).status_code == 401
+        assert (await attacker.get("/")).status_code == 303
+    # A passkey made for this site but never registered (the ceremony was never finished).
+    async with make_client(app) as mallory:
+        await signup(mallory, email="mallory@example.com")
+        unfinished = SoftAuthenticator(ORIGIN)
+        unfinished.create((await mallory.post("/account/passkeys/options")).json())
+        await mallory.post("/logout")
+        assert (await passkey_sign_in(mallory, unfinished)).status_code == 401
+        assert (await mallory.get("/")).status_code == 303
+
+
+async def test_removing_a_passkey_ends_the_sessions_it_could_have_opened(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    await signup(client)
+    authenticator = SoftAuthenticator(ORIGIN)
+    await register(client, authenticator)
+    async with make_client(app) as stolen_laptop:
+        assert (await passkey_sign_in(stolen_laptop, authenticator)).status_code == 200
+        page = (await client.get("/account/security")).text
+        (credential_id,) = re.findall(r'data-passkey="([^"]+)"', page)
+        assert (await client.post(f"/account/passkeys/{credential_id}/delete")).status_code == 303
+        assert (await stolen_laptop.get("/")).status_code == 303
+        assert (await passkey_sign_in(stolen_laptop, authenticator)).status_code == 401
+
+
+# -- sudo mode ----------------------------------------------------------------------------------
+
+
+def age_authentication(redis: Redis, client: httpx.AsyncClient, app: Starlette, seconds: int = 3600) -> None:
+    """Make the client's session have proved who it is `seconds` ago."""
+    sid = app.state.services.signer.unsign(client.cookies["__Host-sid"])[0]
+    from web.sessions.ids import digest
+
+    redis.hset(session_key(digest(sid)), "t", int(time.time()) - seconds)
+
+
+CHANGE = {"current_password": PASSWORD, "new_password": "a different passphrase"}
+
+
+async def test_a_stale_session_gets_the_dialog_and_htmx_replays_the_request(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    age_authentication(redis, client, app)
+    assert (await client.get("/session", headers=JSON)).json()["reauth_expires_in"] == 0
+    r = await client.post("/account/password", data=CHANGE, headers=HX)
+    assert r.status_code == 401
+    assert r.headers["hx-retarget"] == "#dialog" and r.headers["x-reauth"] == "1"
+    assert "<dialog" in r.text and 'name="password"' in r.text
+    wrong = await client.post("/reauth", data={"password": "not it", "next": "/account/password"}, headers=HX)
+    assert wrong.status_code == 401 and "<dialog" in wrong.text
+    ok = await client.post("/reauth", data={"password": PASSWORD, "next": "/account/password"}, headers=HX)
+    assert ok.status_code == 204 and ok.headers["hx-trigger"] == "reauthenticated"
+    assert 590 <= (await client.get("/session", headers=JSON)).json()["reauth_expires_in"] <= 600
+    # What app.js does next: the same request again, which now goes through.
+    assert (await client.post("/account/password", data=CHANGE, headers=HX)).status_code == 200
+
+
+async def test_without_javascript_reauth_is_a_page_and_back(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    age_authentication(redis, client, app)
+    r = await client.get("/account/2fa/totp")
+    assert r.status_code == 303 and r.headers["location"] == "/reauth?next=%2Faccount%2F2fa%2Ftotp"
+    page = await client.get(r.headers["location"])
+    assert page.status_code == 200 and 'value="/account/2fa/totp"' in page.text
+    back = await client.post("/reauth", data={"password": PASSWORD, "next": "/account/2fa/totp"})
+    assert back.status_code == 303 and back.headers["location"] == "/account/2fa/totp"
+    assert (await client.get("/account/2fa/totp")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", "/ok\r\nX: y"],
+)
+async def test_next_never_leaves_the_site(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis, target: str
+) -> None:
+    await signup(client)
+    age_authentication(redis, client, app)
+    r = await client.post("/reauth", data={"password": PASSWORD, "next": target})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+async def test_reauth_with_a_code_and_its_throttle(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    await signup(client)
+    _totp, _ = await enable_totp(client)
+    age_authentication(redis, client, app)
+    statuses = [(await client.post("/reauth", data={"code": f"{i:06d}"})).status_code for i in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429
+    # The limiter is the account's own (not the sign-in lock); it has a window like any other.
+
+
+async def test_reauth_with_a_passkey(client: httpx.AsyncClient, app: Starlette, redis: Redis) -> None:
+    await signup(client)
+    authenticator = SoftAuthenticator(ORIGIN)
+    await register(client, authenticator)
+    age_authentication(redis, client, app)
+    options = (await client.post("/reauth/passkey/options")).json()
+    r = await client.post(
+        "/reauth/passkey", data={"credential": json.dumps(authenticator.get(options)), "next": "/sessions"}
+    )
+    assert r.status_code == 200 and r.json() == {"location": "/sessions"}
+    assert (await client.get("/session", headers=JSON)).json()["reauth_expires_in"] > 500
+
+
+async def test_sensitive_actions_need_sudo(client: httpx.AsyncClient, app: Starlette, redis: Redis) -> None:
+    await signup(client)
+    age_authentication(redis, client, app)
+    for path in (
+        "/account/password",
+        "/account/email",
+        "/account/2fa/totp/disable",
+        "/account/2fa/recovery-codes",
+        "/account/passkeys/options",
+        "/sessions/revoke-others",
+    ):
+        r = await client.post(path, data={}, headers=JSON)
+        assert r.status_code == 401 and r.json()["reauthenticate"] is True, path
