@@ -12,9 +12,12 @@
     var region = document.getElementById("announce");
     if (region) region.textContent = text;
   }
+  // As web/templating.py's mmss: 29:59, 7:59:59 past an hour, "6 d 23 h" past a day.
   function mmss(seconds) {
-    var m = Math.floor(seconds / 60), s = seconds % 60;
-    return (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + s;
+    if (seconds >= 86400) return Math.floor(seconds / 86400) + " d " + Math.floor(seconds % 86400 / 3600) + " h";
+    var h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+    var mm = (m < 10 ? "0" : "") + m + ":" + (s < 10 ? "0" : "") + s;
+    return h ? h + ":" + mm : mm;
   }
   function resync() {
     var el = widget();

@@ -62,7 +62,9 @@
   }
 
   function signIn(button, mediation) {
-    return assert(button.getAttribute("data-options"), button.getAttribute("data-action"), {}, mediation)
+    var remember = document.getElementById("remember");
+    var extra = remember && remember.checked ? { remember: "1" } : {};
+    return assert(button.getAttribute("data-options"), button.getAttribute("data-action"), extra, mediation)
       .then(function (body) { window.location.assign(body.location || "/"); })
       .catch(function (error) {
         if (mediation !== "conditional") showError(document, error);

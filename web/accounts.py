@@ -42,13 +42,15 @@ async def current_user(me: SignedIn) -> User:
     return user
 
 
-async def sign_in(request: Request, session: Session, user: User, *, epoch: int, event: str) -> None:
+async def sign_in(
+    request: Request, session: Session, user: User, *, epoch: int, event: str, remember: bool = False
+) -> None:
     """Put the user in this session under a fresh id; raises StaleCredentials if `epoch` is old."""
     svc = services(request)
     agent = browser_code(request.headers.get("user-agent", ""))
     ip = client_ip(request)
     signed = SessionUser(str(user.id), user.display_name, verified=user.email_verified_at is not None)
-    await session.login(signed, ip=ip, agent=agent, epoch=epoch)
+    await session.login(signed, ip=ip, agent=agent, epoch=epoch, remember=remember)
     audit(event, ip=ip, user_id=str(user.id), session=handle(svc, session))
     metrics.session_created(event)
 

@@ -74,6 +74,8 @@ class Services:
                 absolute_timeout=settings.session_absolute_timeout,
                 wait_replicas=settings.redis_wait_replicas,
                 wait_timeout_ms=settings.redis_wait_timeout_ms,
+                remember_idle_timeout=settings.remember_idle_timeout,
+                remember_absolute_timeout=settings.remember_absolute_timeout,
             ),
             signer=signer,
             passwords=Passwords(

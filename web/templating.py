@@ -65,15 +65,22 @@ def url_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
 
 
 def mmss(seconds: int) -> str:
-    minutes, secs = divmod(max(0, int(seconds)), 60)
-    return f"{minutes:02d}:{secs:02d}"
+    """A countdown: "29:59", "7:59:59" past an hour, "6 d 23 h" past a day (as static/app.js)."""
+    seconds = max(0, int(seconds))
+    if seconds >= 86400:
+        return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def duration(seconds: int) -> str:
-    """Seconds as people say them: "45 s", "29 min", "7 h 59 min"."""
+    """Seconds as people say them: "45 s", "29 min", "7 h 59 min", "30 days"."""
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds} s"
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds // 86400} days"
     hours, minutes = divmod(seconds // 60, 60)
     if not hours:
         return f"{minutes} min"

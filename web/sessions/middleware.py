@@ -56,9 +56,11 @@ class SessionMiddleware:
                 if session.loaded:
                     headers.add_vary_header("Cookie")
                 if session.cookie == "set" and session.id:
-                    headers.append(
-                        "set-cookie", f"{self.cookie_name}={self.signer.sign(session.id)}; {self.attributes}"
-                    )
+                    # A remembered session's cookie outlives the browser, until the absolute deadline;
+                    # any other is a browser-session cookie: the server decides when it ends.
+                    lasts = f"; Max-Age={session.absolute_expires_in}" if session.remembered else ""
+                    value = self.signer.sign(session.id)
+                    headers.append("set-cookie", f"{self.cookie_name}={value}; {self.attributes}{lasts}")
                 elif session.cookie == "clear" and raw:
                     headers.append("set-cookie", f"{self.cookie_name}=; Max-Age=0; {self.attributes}")
                 if session.expired_digest and self.on_expired:

@@ -15,6 +15,7 @@ from web.sessions.store import (
     DATA_PREFIX,
     IP,
     NAME,
+    REMEMBERED,
     SEEN,
     UNVERIFIED,
     USER,
@@ -99,13 +100,18 @@ class Session:
         return -(-self.ttl_ms // 1000)
 
     @property
+    def remembered(self) -> bool:
+        """Signed in with "keep me signed in": the longer timeouts, a cookie that outlives the browser."""
+        return REMEMBERED in self._fields
+
+    @property
     def idle_timeout(self) -> int:
-        return self._store.idle_timeout
+        return self._store.timeouts(self._fields)[0]
 
     @property
     def absolute_expires_in(self) -> int:
         """Seconds until the absolute deadline, which nothing extends."""
-        return max(0, self.created + self._store.absolute_timeout - self._store.now())
+        return max(0, self.created + self._store.timeouts(self._fields)[1] - self._store.now())
 
     # -- app data: a dict whose changes are tracked per key ---------------------------------
 
@@ -156,7 +162,9 @@ class Session:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def login(self, user: SessionUser, *, ip: str, agent: str, epoch: int) -> None:
+    async def login(
+        self, user: SessionUser, *, ip: str, agent: str, epoch: int, remember: bool = False
+    ) -> None:
         """Sign in: a new id (the old one dies), app data carried over, deadlines from now.
 
         `epoch` is the user's credential epoch as read before the password was checked;
@@ -167,6 +175,8 @@ class Session:
         fields = {USER: user.id, NAME: user.name, CREATED: str(now), SEEN: "0", IP: ip, AGENT: agent}
         if not user.verified:
             fields[UNVERIFIED] = "1"
+        if remember:
+            fields[REMEMBERED] = "1"
         previous_user = self._fields.get(USER)
         if previous_user not in (None, user.id):
             self._data.clear()  # another person's data must not follow a switch of account

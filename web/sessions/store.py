@@ -33,6 +33,7 @@ from web.sessions.ids import user_tag
 USER, NAME, CREATED, SEEN, IP, AGENT = "u", "n", "c", "s", "ip", "a"  # AGENT: agent.browser_code()
 UNVERIFIED = "v"  # present while the user's email address is not confirmed
 AUTHED = "t"  # when the user last proved who they are, if later than CREATED (sudo mode)
+REMEMBERED = "r"  # "keep me signed in": the longer timeouts apply
 DATA_PREFIX = "d:"
 SEEN_EVERY = 60  # seconds: how stale the stored last-seen time may get before it is rewritten
 MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessions go first
@@ -45,19 +46,21 @@ EPOCH_TTL = 30 * 86400
 _LOAD = """
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return false end
-local created, seen = 0, 0
+local created, seen, idle, absolute = 0, 0, tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, #h, 2 do
-  if h[i] == 'c' then created = tonumber(h[i + 1]) elseif h[i] == 's' then seen = tonumber(h[i + 1]) end
+  if h[i] == 'c' then created = tonumber(h[i + 1])
+  elseif h[i] == 's' then seen = tonumber(h[i + 1])
+  elseif h[i] == 'r' then idle, absolute = tonumber(ARGV[6]), tonumber(ARGV[7]) end
 end
 local now = tonumber(ARGV[1])
-local left = created * 1000 + tonumber(ARGV[3]) - now
+local left = created * 1000 + absolute - now
 if left <= 0 then
   redis.call('DEL', KEYS[1])
   return false
 end
 local ttl
 if ARGV[4] == '1' then
-  ttl = math.min(tonumber(ARGV[2]), left)
+  ttl = math.min(idle, left)
   -- An absolute time, not a relative one: the request's own latency must not stretch the deadline.
   redis.call('PEXPIREAT', KEYS[1], now + ttl)
   if now - (created + seen) * 1000 >= tonumber(ARGV[5]) * 1000 then
@@ -193,6 +196,7 @@ class SessionInfo:
     ip: str
     browser: str
     ttl_ms: int
+    remembered: bool
 
 
 def session_key(digest: str) -> str:
@@ -234,10 +238,14 @@ class SessionStore:
         clock: Callable[[], float] = time.time,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
+        remember_idle_timeout: int = 604800,
+        remember_absolute_timeout: int = 2592000,
     ) -> None:
         self.redis = redis
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
+        self.remember_idle_timeout = remember_idle_timeout
+        self.remember_absolute_timeout = remember_absolute_timeout
         self.clock = clock
         self._load = Script(redis, _LOAD)
         self._create = Script(redis, _CREATE)
@@ -263,6 +271,8 @@ class SessionStore:
                 self.absolute_timeout * 1000,
                 1 if touch else 0,
                 SEEN_EVERY,
+                self.remember_idle_timeout * 1000,
+                self.remember_absolute_timeout * 1000,
             ],
         )
         if not reply:
@@ -270,15 +280,22 @@ class SessionStore:
         ttl_ms, flat = reply
         return Record(_pairs(flat), int(ttl_ms))
 
-    def _expiry(self, created: int) -> tuple[int, int]:
-        """(now, expires at) in milliseconds for a session created at `created`."""
+    def timeouts(self, fields: Mapping[str, str]) -> tuple[int, int]:
+        """(idle, absolute) timeouts in seconds of a session with these fields."""
+        if REMEMBERED in fields:
+            return self.remember_idle_timeout, self.remember_absolute_timeout
+        return self.idle_timeout, self.absolute_timeout
+
+    def _expiry(self, fields: Mapping[str, str]) -> tuple[int, int]:
+        """(now, expires at) in milliseconds for a new session with these fields."""
+        idle, absolute = self.timeouts(fields)
         now_ms = int(self.clock() * 1000)
-        deadline_ms = (created + self.absolute_timeout) * 1000
-        return now_ms, min(now_ms + self.idle_timeout * 1000, deadline_ms)
+        deadline_ms = (int(fields[CREATED]) + absolute) * 1000
+        return now_ms, min(now_ms + idle * 1000, deadline_ms)
 
     async def create(self, digest: str, fields: Mapping[str, str]) -> int:
         """Store a new anonymous session; return its TTL in milliseconds."""
-        now_ms, expires_at = self._expiry(int(fields[CREATED]))
+        now_ms, expires_at = self._expiry(fields)
         flat = [x for pair in fields.items() for x in pair]
         await self._create(keys=[session_key(digest)], args=[expires_at, *flat])
         return expires_at - now_ms
@@ -289,7 +306,7 @@ class SessionStore:
         Raises StaleCredentials when it is not. Returns the session's TTL in milliseconds.
         """
         user_id, created = fields[USER], int(fields[CREATED])
-        now_ms, expires_at = self._expiry(created)
+        now_ms, expires_at = self._expiry(fields)
         flat = [x for pair in fields.items() for x in pair]
         done = await self._create_for_user(
             keys=[index_key(user_id), epoch_key(user_id), session_key(digest)],
@@ -297,7 +314,7 @@ class SessionStore:
             args=[
                 now_ms // 1000,
                 digest,
-                created + self.absolute_timeout,
+                created + self.timeouts(fields)[1],
                 MAX_SESSIONS_PER_USER,
                 epoch,
                 expires_at,
@@ -372,6 +389,7 @@ class SessionStore:
                     ip=fields.get(IP, ""),
                     browser=label(fields.get(AGENT, "")),
                     ttl_ms=int(ttl),
+                    remembered=REMEMBERED in fields,
                 )
             )
         return sessions

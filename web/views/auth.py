@@ -58,8 +58,9 @@ async def login_page(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     svc = services(request)
-    values = await read_form(request, "email", "password")
+    values = await read_form(request, "email", "password", "remember")
     email, password = normalise_email(values["email"]), values["password"]
+    remember = values["remember"] == "1"
     errors = {}
     if not email:
         errors["email"] = "Enter your email address."
@@ -105,19 +106,34 @@ async def login(request: Request) -> Response:
     session = await session_of(request).load()
     if user.two_factor:
         # The password is right; the code comes next, in this session, within five minutes.
-        session[PENDING] = {"u": str(user.id), "e": epoch, "x": int(time.time()) + PENDING_TTL, "n": 0}
+        session[PENDING] = {
+            "u": str(user.id),
+            "e": epoch,
+            "x": int(time.time()) + PENDING_TTL,
+            "n": 0,
+            "r": remember,
+        }
         metrics.sign_in("second_factor_pending")
         audit("login_second_factor_pending", ip=ip, user_id=str(user.id))
         return _code_step(request)
-    return await _complete(request, session, user, epoch=epoch, event="login_success", known=known)
+    return await _complete(
+        request, session, user, epoch=epoch, event="login_success", known=known, remember=remember
+    )
 
 
 async def _complete(
-    request: Request, session: Session, user: User, *, epoch: int, event: str, known: bool
+    request: Request,
+    session: Session,
+    user: User,
+    *,
+    epoch: int,
+    event: str,
+    known: bool,
+    remember: bool = False,
 ) -> Response:
     """The last step of every way in: a fresh session id, the device cookie, a new-browser notice."""
     try:
-        await sign_in(request, session, user, epoch=epoch, event=event)
+        await sign_in(request, session, user, epoch=epoch, event=event, remember=remember)
     except StaleCredentials:
         # The credentials changed while this sign-in was under way: it must start again.
         metrics.sign_in("wrong_password")
@@ -215,7 +231,8 @@ async def passkey_options(request: Request) -> Response:
 
 async def passkey(request: Request) -> Response:
     svc = services(request)
-    credential = (await read_form(request, "credential"))["credential"]
+    values = await read_form(request, "credential", "remember")
+    credential = values["credential"]
     session = await session_of(request).load()
     try:
         user, epoch = await twofactor.authenticate(request, session, credential, purpose="sign_in")
@@ -224,7 +241,9 @@ async def passkey(request: Request) -> Response:
         audit("passkey_failure", ip=client_ip(request), level=logging.WARNING, reason=exc.reason)
         return JSONResponse({"error": str(exc)}, 401)
     known = svc.devices.knows(svc.devices.read(request), str(user.id))
-    return await _complete(request, session, user, epoch=epoch, event="login_success_passkey", known=known)
+    remember = values["remember"] == "1"
+    event = "login_success_passkey"
+    return await _complete(request, session, user, epoch=epoch, event=event, known=known, remember=remember)
 
 
 # -- sign up --------------------------------------------------------------------------------

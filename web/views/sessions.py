@@ -33,6 +33,7 @@ def status(request: Request, session: Session, *, code: int = 200) -> Response:
                 "absolute_expires_in": session.absolute_expires_in,
                 "idle_timeout": session.idle_timeout,
                 "reauth_expires_in": reauth_expires_in(request, session),
+                "remembered": session.remembered,
             }
         response: Response = JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
     else:
