@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.types import Scope
 
 from web import metrics
+from web.activity import Event
 from web.audit import audit, start_audit_log
 from web.auth.users import User
 from web.errors import ErrorMiddleware, error_page, http_error
@@ -36,7 +37,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         listener = start_audit_log(settings.audit_log_level)
         try:
-            await init_beanie(database=svc.mongo.get_default_database(), document_models=[User])
+            await init_beanie(database=svc.mongo.get_default_database(), document_models=[User, Event])
             await svc.start()
             compile_all()
             yield
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
                 trusted_proxies=settings.trusted_proxies,
                 refuse=error_page,
                 https=settings.cookie_secure,
+                audit_listener=svc.activity,
             ),
             Middleware(ErrorMiddleware),
             Middleware(

@@ -1,4 +1,8 @@
-"""The audit log: one JSON line per security event, written off the request's path."""
+"""The audit log: one JSON line per security event, written off the request's path.
+
+The same events, where they concern an account, also reach that account's own security
+activity (web/activity.py): the request's app says where, through a context variable.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,18 @@ import logging
 import queue
 import sys
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
+from starlette.types import Scope
+
 logger = logging.getLogger("web.audit")
+Listener = Callable[[dict[str, Any]], None]
+# Set for each request by the outer middleware: where this app's account events go, and the
+# request (its User-Agent: the activity page names the browser). One set per request, no parsing.
+context: ContextVar[tuple[Listener, Scope] | None] = ContextVar("audit_context", default=None)
 
 
 def audit(
@@ -23,16 +35,21 @@ def audit(
     **extra: Any,
 ) -> None:
     """Record a security event. `session` is a keyed hash of the session, never the id itself."""
+    record = {
+        "event": event,
+        "level": logging.getLevelName(level).lower(),
+        "user_id": user_id,
+        "ip": ip,
+        "session": session,
+        **extra,
+    }
     if logger.isEnabledFor(level):
-        record = {
-            "event": event,
-            "level": logging.getLevelName(level).lower(),
-            "user_id": user_id,
-            "ip": ip,
-            "session": session,
-            **extra,
-        }
         logger.log(level, "%s", event, extra={"audit": record})
+    bound = context.get()
+    if bound is not None and user_id is not None:
+        sink, scope = bound
+        agent = next((v for k, v in scope.get("headers", ()) if k == b"user-agent"), b"")
+        sink({**record, "user_agent": agent.decode("latin-1")})
 
 
 class JsonFormatter(logging.Formatter):

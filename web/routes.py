@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web.views import account, auth, devmail, email, pages, reauth, recovery, security, sessions
+from web.views import account, activity, auth, devmail, email, pages, reauth, recovery, security, sessions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -46,6 +46,7 @@ routes: list[BaseRoute] = [
     Route("/account/email", email.email_page, methods=["GET"], name="change_email"),
     Route("/account/email", email.change_email, methods=["POST"]),
     Route("/account/security", security.security_page, methods=["GET"], name="security"),
+    Route("/account/activity", activity.activity_page, methods=["GET"], name="activity"),
     Route("/account/2fa/totp", security.totp_page, methods=["GET"], name="totp"),
     Route("/account/2fa/totp", security.enable_totp, methods=["POST"]),
     Route("/account/2fa/totp/disable", security.disable_totp, methods=["POST"], name="disable_totp"),

@@ -12,6 +12,8 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web.audit import Listener
+from web.audit import context as audit_context
 from web.settings import Network
 
 MAX_BODY = 1024 * 1024
@@ -134,8 +136,10 @@ class SecurityMiddleware:
         trusted_proxies: tuple[Network, ...],
         refuse: Callable[[Request, int, str], Response],
         https: bool = True,
+        audit_listener: Listener | None = None,
     ) -> None:
         self.app = app
+        self.audit_listener = audit_listener
         self.trusted_proxies = trusted_proxies
         self.refuse = refuse
         self.https = https
@@ -149,6 +153,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if self.audit_listener is not None:
+            audit_context.set((self.audit_listener, scope))
         if scope.get("client"):
             peer, port = scope["client"]
             forwarded = ",".join(headers.getlist("x-forwarded-for")) or None

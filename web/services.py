@@ -9,6 +9,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from starlette.requests import HTTPConnection
 
+from web.activity import ActivityLog
 from web.auth.devices import Devices
 from web.auth.passkeys import RelyingParty
 from web.auth.passwords import Passwords
@@ -56,6 +57,7 @@ class Services:
     mail: Outbox
     sender: MailSender | None  # None without SMTP_URL: mail waits in the queue
     relying_party: RelyingParty | None  # None when PUBLIC_URL cannot have passkeys (an IP address)
+    activity: ActivityLog
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -99,16 +101,19 @@ class Services:
             ),
             sender=MailSender(queue, parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
             relying_party=_relying_party(settings.public_url),
+            activity=ActivityLog(),
         )
 
     async def start(self) -> None:
         await self.passwords.start()
+        self.activity.start()
         if self.sender is not None:
             self.sender.start()
 
     async def close(self) -> None:
         if self.sender is not None:
             await self.sender.stop()  # before the Redis pool it needs is closed
+        await self.activity.stop()  # before the MongoDB client it needs is closed
         await self.redis.aclose()
         await self.mongo.close()
         self.passwords.close()
