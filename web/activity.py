@@ -73,6 +73,8 @@ def events_of(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         failed = ("sign_in_failed", {"wrong": "code" if event == "second_factor_failure" else "password"})
         locked = record.get("locked_for")
         return [failed, ("locked", {"seconds": locked})] if locked else [failed]
+    if event == "session_revoked" and record.get("reason") == "deleted":
+        return []  # the history goes with the account
     if event == "session_revoked":
         return [("session_ended", {"by": ENDED_BY.get(record.get("reason", ""), "you")})]
     if event == "logout":

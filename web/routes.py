@@ -35,6 +35,8 @@ routes: list[BaseRoute] = [
     Route("/account/password", account.change_password, methods=["POST"]),
     Route("/account/profile", account.profile_page, methods=["GET"], name="profile"),
     Route("/account/profile", account.change_profile, methods=["POST"]),
+    Route("/account/delete", account.delete_page, methods=["GET"], name="delete_account"),
+    Route("/account/delete", account.delete_account, methods=["POST"]),
     Route("/password/forgot", recovery.forgot_page, methods=["GET"], name="forgot_password"),
     Route("/password/forgot", recovery.forgot, methods=["POST"]),
     Route("/password/reset/{token}", recovery.reset_page, methods=["GET"], name="password_reset"),

@@ -210,6 +210,15 @@ class Throttle:
         """Clear every sign-in limiter of an account (its owner proved it by mail)."""
         await self._clear(keys=[f"t:a:{{{account_tag(email)}}}"], args=[])
 
+    async def forget(self, email: str, user_id: str) -> None:
+        """Delete every limiter that names an account (it is being deleted)."""
+        await self.unlock(email)
+        await self.redis.delete(
+            f"t:p:{{{account_tag(user_id)}}}",
+            f"t:v:{{{account_tag(user_id)}}}",
+        )
+        await self.redis.delete(f"t:r:{{{account_tag(email)}}}", f"t:s:{{{account_tag(email)}}}")
+
     def reset_mail(self, email: str, network: str) -> list[list[Limit]]:
         """Password reset mails: a few per address an hour, and some per client address."""
         return [

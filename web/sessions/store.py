@@ -139,6 +139,13 @@ end
 return {epoch, ended}
 """
 
+# Read a field and delete it, in one step: a one-time value is used once.
+_TAKE = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return value
+"""
+
 _BUMP = """
 local epoch = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -214,10 +221,6 @@ def index_key(user_id: str) -> str:
     return f"u:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
-def challenge_key(digest: str, purpose: str) -> str:
-    return f"x:{digest}:{purpose}"  # the session's slot: the digest carries its tag
-
-
 def epoch_key(user_id: str) -> str:
     return f"e:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
@@ -255,6 +258,7 @@ class SessionStore:
         self._update = Script(redis, _UPDATE)
         self._end = Script(redis, _END, **durable)
         self._bump = Script(redis, _BUMP, **durable)
+        self._take = Script(redis, _TAKE)
         self._list = Script(redis, _LIST)
         self._set_all = Script(redis, _SET_ALL)
 
@@ -342,13 +346,24 @@ class SessionStore:
         return int(await self._bump(keys=[epoch_key(user_id)], args=[EPOCH_TTL]))
 
     async def put_challenge(self, digest: str, purpose: str, value: str, ttl: int) -> None:
-        """Keep a one-time value for this session (a WebAuthn challenge) for `ttl` seconds."""
-        await self.redis.set(challenge_key(digest, purpose), value, ex=ttl)
+        """Keep a one-time value in this session (a WebAuthn challenge) for `ttl` seconds.
+
+        In the session's own hash: it dies with the session, and names nothing else.
+        """
+        expires = self.now() + ttl
+        await self._update(keys=[session_key(digest)], args=[1, f"x:{purpose}", f"{expires}|{value}"])
 
     async def take_challenge(self, digest: str, purpose: str) -> str | None:
         """The session's one-time value, used up: of requests racing with it, one gets it."""
-        value = await self.redis.getdel(challenge_key(digest, purpose))
-        return str(value) if value is not None else None
+        found = await self._take(keys=[session_key(digest)], args=[f"x:{purpose}"])
+        if not found:
+            return None
+        expires, _, value = str(found).partition("|")
+        return value if int(expires) >= self.now() else None
+
+    async def forget_user(self, user_id: str) -> None:
+        """Delete what outlives a user's sessions: the index and the epoch (account deleted)."""
+        await self.redis.delete(index_key(user_id), epoch_key(user_id))
 
     async def epoch(self, user_id: str) -> int:
         """The user's credential epoch, to be read before a password is checked."""

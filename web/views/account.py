@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from beanie import PydanticObjectId
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web import notices
+from web import deletion, notices
 from web.accounts import check_password, current_user, end_sessions, handle
 from web.audit import audit
+from web.auth.users import User, normalise_email
 from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, SignedOut, signed_in
 from web.security import client_ip
@@ -123,3 +125,31 @@ async def change_profile(request: Request, me: SignedIn) -> Response:
     # The navbar shows the name too: htmx swaps it out of band.
     fragment = form_page(request, PROFILE, values=values, notice=RENAMED, oob=("partials/navbar.html",))
     return done(request, me.session, RENAMED, "profile", fragment)
+
+
+# -- leaving: delete the account and everything that names it (web/deletion.py) -----------
+
+DELETE_PAGE = "pages/delete.html"
+DELETED = "Your account was deleted, with everything it held. You can sign up again at any time."
+
+
+@signed_in
+async def delete_page(request: Request, me: SignedIn) -> Response:
+    user = await current_user(me)
+    return form_page(request, DELETE_PAGE, values={"confirm": ""}, email=user.email)
+
+
+@signed_in(recent=True)
+async def delete_account(request: Request, me: SignedIn) -> Response:
+    confirm = normalise_email((await read_form(request, "confirm"))["confirm"])
+    # Looked up without current_user(): a retry after a failure half-way finds no document
+    # (it was deleted) but this session, and must finish the job.
+    user = await User.get(PydanticObjectId(me.user.id))
+    if user is not None and confirm != user.email:
+        errors = {"confirm": "Type the email address of this account to confirm."}
+        values = {"confirm": confirm}
+        return form_page(request, DELETE_PAGE, values=values, errors=errors, status=422, email=user.email)
+    await deletion.delete_account(request, me.session, me.user.id, user.email if user else confirm, user)
+    response = done(request, me.session, DELETED, "signup")
+    response.headers["Clear-Site-Data"] = '"cache"'
+    return response

@@ -250,10 +250,12 @@ async def passkey(request: Request) -> Response:
 
 
 async def signup_page(request: Request) -> Response:
-    if (await session_of(request).load()).user:
+    session = await session_of(request).load()
+    if session.user:
         return redirect(request, "home")
     empty = {"first_name": "", "last_name": "", "email": ""}
-    return form_page(request, SIGNUP_PAGE, values=empty, min_length=services(request).passwords.min_length)
+    min_length = services(request).passwords.min_length
+    return form_page(request, SIGNUP_PAGE, values=empty, notice=take_flash(session), min_length=min_length)
 
 
 async def signup(request: Request) -> Response:
