@@ -63,6 +63,7 @@ async def end_sessions(
     keep: Session | None = None,
     only: list[str] | None = None,
     bump_epoch: bool = False,
+    forget: bool = False,
 ) -> int:
     """End the user's sessions (`only` these digests, else all but `keep`), one audit line each;
     return the user's credential epoch.
@@ -73,7 +74,7 @@ async def end_sessions(
     if only is not None and not only:
         return await svc.store.epoch(user_id)
     epoch, ended = await svc.store.end(
-        user_id, only=only or (), keep=keep.digest if keep else None, bump_epoch=bump_epoch
+        user_id, only=only or (), keep=keep.digest if keep else None, bump_epoch=bump_epoch, forget=forget
     )
     by = handle(svc, keep) if keep else None
     for digest in ended:

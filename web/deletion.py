@@ -1,17 +1,18 @@
 """Deleting an account, and everything that names it.
 
-The steps are ordered so that a failure half-way (Redis or MongoDB away) leaves the user's
-own session alive to try again, and never a signed-in session for a deleted account:
+The steps are ordered so that a failure half-way (Redis or MongoDB away) never leaves a
+signed-in session for a deleted account, and leaves the owner a way to try again:
 
 1. Every other session ends and the epoch moves on: no sign-in under way can finish.
 2. Redis: outstanding tokens; queued mail to the address (but the goodbye notice, queued
-   first); the sign-in throttling of the account.
-3. MongoDB: the account's activity, then the account itself (its address is free again).
-4. Redis: every session of the account, this one included (a sign-in that raced step 3
-   ends here too), then the index and the epoch.
+   first); the sign-in throttling of the account. MongoDB: the account's activity.
+   (A failure up to here leaves this session: the owner asks again.)
+3. Redis, in one script: every session of the account, this one included, with the index
+   and the epoch. (From here on a failure leaves no session: the owner signs in again.)
+4. MongoDB: the account itself (its address is free again).
+5. Redis, the same script again: a session that a sign-in racing steps 3 and 4 made.
 
-Running it again after any failure finishes the job: every step is idempotent, and step 4
-alone runs when the document is already gone.
+Every step can run again: a retry finishes the job.
 """
 
 from __future__ import annotations
@@ -26,21 +27,18 @@ from web.services import services
 from web.sessions import Session
 
 
-async def delete_account(
-    request: Request, session: Session, user_id: str, email: str, user: User | None
-) -> None:
-    """Delete the account `user_id` (`user` is None once its document is gone)."""
+async def delete_account(request: Request, session: Session, user: User) -> None:
     svc = services(request)
-    if user is not None:
-        await end_sessions(request, user_id, keep=session, reason="deleted", bump_epoch=True)
-        goodbye = await svc.mail.send(email, "goodbye", name=user.first_name)
-        await svc.mail.forget(email, keep=(goodbye,))
-        await svc.tokens.delete_all(user_id)
-        await svc.throttle.forget(email, user_id)
-        await svc.activity.flush()  # events still queued for this account land before they go
-        await activity.forget(user_id)
-        await user.delete()
-    await end_sessions(request, user_id, reason="deleted", bump_epoch=True)
+    user_id, email = str(user.id), user.email
+    await end_sessions(request, user_id, keep=session, reason="deleted", bump_epoch=True)
+    goodbye = await svc.mail.send(email, "goodbye", name=user.first_name)
+    await svc.mail.forget(email, keep=(goodbye,))
+    await svc.tokens.delete_all(user_id)
+    await svc.throttle.forget(email, user_id)
+    await svc.activity.flush()  # events still queued for this account land before they go
+    await activity.forget(user_id)
+    await end_sessions(request, user_id, reason="deleted", forget=True)
     await session.destroy()
-    await svc.store.forget_user(user_id)
+    await user.delete()
+    await end_sessions(request, user_id, reason="deleted", forget=True)
     audit("account_deleted", ip=None, user_id=user_id)

@@ -115,7 +115,8 @@ return 1
 """
 
 # End sessions of one user: those named, or (with no names) all but ARGV[1]; optionally bump
-# the epoch first, in the same step, so no sign-in in flight can add one after the sweep.
+# the epoch first, in the same step, so no sign-in in flight can add one after the sweep. With
+# ARGV[4] = 1, the index and the epoch go too (the account is deleted): all of it or nothing.
 # Returns the epoch and the digests of the sessions that were alive.
 _END = """
 local epoch = tonumber(redis.call('GET', KEYS[2]) or 0)
@@ -124,8 +125,8 @@ if ARGV[2] == '1' then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 local targets = {}
-if #ARGV > 3 then
-  for i = 4, #ARGV do targets[#targets + 1] = ARGV[i] end
+if #ARGV > 4 then
+  for i = 5, #ARGV do targets[#targets + 1] = ARGV[i] end
 else
   targets = redis.call('ZRANGE', KEYS[1], 0, -1)
 end
@@ -136,6 +137,7 @@ for _, member in ipairs(targets) do
     if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
   end
 end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
 return {epoch, ended}
 """
 
@@ -361,10 +363,6 @@ class SessionStore:
         expires, _, value = str(found).partition("|")
         return value if int(expires) >= self.now() else None
 
-    async def forget_user(self, user_id: str) -> None:
-        """Delete what outlives a user's sessions: the index and the epoch (account deleted)."""
-        await self.redis.delete(index_key(user_id), epoch_key(user_id))
-
     async def epoch(self, user_id: str) -> int:
         """The user's credential epoch, to be read before a password is checked."""
         return int(await self.redis.get(epoch_key(user_id)) or 0)
@@ -376,6 +374,7 @@ class SessionStore:
         only: Iterable[str] = (),
         keep: str | None = None,
         bump_epoch: bool = False,
+        forget: bool = False,
     ) -> tuple[int, list[str]]:
         """End the user's sessions `only` (or all but `keep`); return the epoch and the digests
         of the sessions that were alive.
@@ -384,7 +383,7 @@ class SessionStore:
         """
         epoch, ended = await self._end(
             keys=[index_key(user_id), epoch_key(user_id)],
-            args=[keep or "", 1 if bump_epoch else 0, EPOCH_TTL, *only],
+            args=[keep or "", 1 if bump_epoch else 0, EPOCH_TTL, 1 if forget else 0, *only],
         )
         return int(epoch), list(ended)
 

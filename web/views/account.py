@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from beanie import PydanticObjectId
 from starlette.requests import Request
 from starlette.responses import Response
 
 from web import deletion, notices
 from web.accounts import check_password, current_user, end_sessions, handle
 from web.audit import audit
-from web.auth.users import User, normalise_email
+from web.auth.users import normalise_email
 from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, SignedOut, signed_in
 from web.security import client_ip
@@ -141,15 +140,13 @@ async def delete_page(request: Request, me: SignedIn) -> Response:
 
 @signed_in(recent=True)
 async def delete_account(request: Request, me: SignedIn) -> Response:
+    user = await current_user(me)
     confirm = normalise_email((await read_form(request, "confirm"))["confirm"])
-    # Looked up without current_user(): a retry after a failure half-way finds no document
-    # (it was deleted) but this session, and must finish the job.
-    user = await User.get(PydanticObjectId(me.user.id))
-    if user is not None and confirm != user.email:
+    if confirm != user.email:
         errors = {"confirm": "Type the email address of this account to confirm."}
         values = {"confirm": confirm}
         return form_page(request, DELETE_PAGE, values=values, errors=errors, status=422, email=user.email)
-    await deletion.delete_account(request, me.session, me.user.id, user.email if user else confirm, user)
+    await deletion.delete_account(request, me.session, user)
     response = done(request, me.session, DELETED, "signup")
     response.headers["Clear-Site-Data"] = '"cache"'
     return response
