@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import Response
 
 from web.htmx import is_htmx
 from web.sessions import EXPIRED
-from web.urls import path_for
+from web.urls import path_for, urls_for
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -112,7 +113,7 @@ env = jinja2.Environment(
     auto_reload=False,
 )
 env.globals["url_for"] = url_for
-env.globals["htmx_config"] = HTMX_CONFIG
+env.globals["htmx_config"] = markupsafe.escape(HTMX_CONFIG)  # escaped once, not per page
 env.globals["session_expired"] = EXPIRED
 env.filters["mmss"] = mmss
 env.filters["duration"] = duration
@@ -126,6 +127,27 @@ def compile_all() -> None:
         env.get_template(name)
 
 
+class Page(Response):
+    """An HTML page or fragment: never cached, varying on HX-Request; headers built as bytes once."""
+
+    media_type = "text/html"
+
+    def __init__(self, html: str, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = html.encode()
+        self.raw_headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"vary", b"HX-Request"),
+        ]
+        if headers:
+            self.raw_headers += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            ]
+
+
 def render(
     request: Request,
     template: str,
@@ -135,8 +157,8 @@ def render(
     oob: tuple[str, ...] = (),
     status: int = 200,
     headers: Mapping[str, str] | None = None,
-) -> HTMLResponse:
-    """Render a page, or only `block` of it plus `oob` partials; never cached, varying on HX-Request."""
+) -> Response:
+    """Render a page, or only `block` of it, plus `oob` blocks of base.html (out of band)."""
     # Only a session some handler already loaded: rendering never costs a Redis round trip.
     session = request.scope.get("session")
     if session is None or not session.loaded:
@@ -146,14 +168,14 @@ def render(
         "htmx": is_htmx(request),
         "session": session,
         "user": session.user if session else None,
+        "urls": urls_for(request),
+        "oob": False,
     }
     ctx.update(context or {})
     tmpl = env.get_template(template)
     html = "".join(tmpl.blocks[block](tmpl.new_context(ctx))) if block else tmpl.render(ctx)
-    for partial in oob:
-        # Out-of-band: htmx swaps these by id elsewhere in the page (e.g. the navbar on logout).
-        html += env.get_template(partial).render({**ctx, "oob": True})
-    response = HTMLResponse(html, status_code=status, headers=headers)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.add_vary_header("HX-Request")
-    return response
+    if oob:
+        # htmx swaps these by id elsewhere in the page (e.g. the navbar after a sign-out).
+        base = env.get_template("base.html")
+        html += "".join("".join(base.blocks[name](base.new_context({**ctx, "oob": True}))) for name in oob)
+    return Page(html, status, headers)

@@ -88,12 +88,15 @@ async def check_code(request: Request, user: User, code: str) -> str | None:
         return None
     digits = code.replace(" ", "")
     if digits.isdigit():
+        box = _box(request)
         try:
-            secret = _box(request).open(user.totp_secret).decode()
+            secret = box.open(user.totp_secret).decode()
         except SealError:
             return None
         step = totp.verify(secret, digits, last_step=user.totp_last_step, now=time.time())
         if step is not None and await user.take_totp_step(step):
+            if box.needs_reseal(user.totp_secret):  # sealed under a retiring SECRET_KEY
+                await user.set_fields(totp_secret=box.seal(secret.encode()))
             return "totp"
         return None
     found = totp.match_recovery_code(code, user.recovery_codes)

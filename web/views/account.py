@@ -122,7 +122,7 @@ async def change_profile(request: Request, me: SignedIn) -> Response:
     await me.session.rename(user.display_name)
     audit("profile_changed", ip=client_ip(request), user_id=str(user.id))
     # The navbar shows the name too: htmx swaps it out of band.
-    fragment = form_page(request, PROFILE, values=values, notice=RENAMED, oob=("partials/navbar.html",))
+    fragment = form_page(request, PROFILE, values=values, notice=RENAMED, oob=("navbar",))
     return done(request, me.session, RENAMED, "profile", fragment)
 
 

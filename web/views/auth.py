@@ -347,6 +347,6 @@ async def logout(request: Request) -> Response:
         LOGIN_PAGE,
         {"values": {"email": ""}, "errors": {}, "message": None, "notice": None},
         block="content",
-        oob=("partials/navbar.html",),
+        oob=("navbar",),
         headers={"HX-Push-Url": path_for(request, "login"), **clear},
     )

@@ -37,7 +37,7 @@ def status(request: Request, session: Session, *, code: int = 200) -> Response:
             }
         response: Response = JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
     else:
-        response = render(request, "partials/countdown.html", status=code)
+        response = render(request, "base.html", block="countdown", status=code)
     response.headers.add_vary_header("Accept")
     return response
 
