@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
@@ -59,6 +60,7 @@ def real_client(peer: str, forwarded_for: str | None, trusted: tuple[Network, ..
     return canonical_ip(nearest)
 
 
+@functools.lru_cache(maxsize=4096)  # parsed once per address, not once per request
 def canonical_ip(address: str) -> str:
     """One spelling per address: IPv6 compressed and lower-case, IPv4-mapped IPv6 as IPv4."""
     try:
@@ -143,10 +145,12 @@ class SecurityMiddleware:
         self.trusted_proxies = trusted_proxies
         self.refuse = refuse
         self.https = https
-        self.headers = dict(HEADERS)
+        headers = dict(HEADERS)
         if https:
             # Once seen over HTTPS, browsers refuse plain http to this host for a year.
-            self.headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}"
+            headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}"
+        # As bytes, once: every response gets them (unless it set its own).
+        self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,9 +166,9 @@ class SecurityMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                out = MutableHeaders(scope=message)
-                for name, value in self.headers.items():
-                    out.setdefault(name, value)
+                own = list(message.get("headers", ()))
+                present = {name for name, _ in own}
+                message["headers"] = own + [h for h in self.raw if h[0] not in present]
             await send(message)
 
         if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):

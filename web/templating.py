@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.responses import Response
 
 from web.htmx import is_htmx
 from web.sessions import EXPIRED
-from web.urls import path_for, urls_for
+from web.urls import path_for, route_paths
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -104,8 +105,32 @@ def ago(timestamp: int) -> str:
     return f"{seconds // 86400} d ago"
 
 
+class RoutesLoader(jinja2.FileSystemLoader):
+    """Templates with every `{{ urls.<route name> }}` replaced by that route's path, once, as
+    they are loaded: a link then costs nothing at render time (no call, no lookup, no escaping),
+    where url_for() was a third of a page's time."""
+
+    _URL = re.compile(r"\{\{ urls\.([a-z_]+) \}\}")
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        from web.routes import routes  # the route table imports the views, which import this module
+
+        source, filename, uptodate = super().get_source(environment, template)
+        paths = route_paths(routes)
+
+        def path(match: re.Match[str]) -> str:
+            found = paths[match.group(1)]  # a KeyError names a route that does not exist
+            if not re.fullmatch(r"[A-Za-z0-9/_-]+", found):
+                raise ValueError(f"{found!r} would need escaping in a template")
+            return found
+
+        return self._URL.sub(path, source), filename, uptodate
+
+
 env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
+    loader=RoutesLoader(TEMPLATES),
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
@@ -168,7 +193,6 @@ def render(
         "htmx": is_htmx(request),
         "session": session,
         "user": session.user if session else None,
-        "urls": urls_for(request),
         "oob": False,
     }
     ctx.update(context or {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import HTTPConnection
-from starlette.routing import Mount, Router
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 _paths: dict[tuple[Any, ...], tuple[Router, str]] = {}
 PATHS_MAX = 1024
@@ -27,29 +27,13 @@ def path_for(conn: HTTPConnection, name: str, /, **params: Any) -> str:
     return path
 
 
-class Urls:
-    """Every route without path parameters, as attributes: `{{ urls.login }}` in a template.
-
-    An attribute lookup, where url_for('login') is a call through Jinja's call machinery: the
-    home page has twenty links, and this made its rendering several times cheaper.
-    """
-
-    def __init__(self, router: Router) -> None:
-        for route in router.routes:
-            name = getattr(route, "name", None)
-            if name and not getattr(route, "param_convertors", None):
-                setattr(self, name, str(router.url_path_for(name)))
-            elif name and isinstance(route, Mount):
-                setattr(self, name, route.path)  # /static: files are {{ urls.static }}/app.css
-
-
-_urls: dict[int, tuple[Router, Urls]] = {}
-
-
-def urls_for(conn: HTTPConnection) -> Urls:
-    router: Router = conn.app.router
-    known = _urls.get(id(router))
-    if known is None or known[0] is not router:
-        known = (router, Urls(router))
-        _urls[id(router)] = known
-    return known[1]
+def route_paths(routes: list[BaseRoute]) -> dict[str, str]:
+    """The path of every named route without parameters (and of mounts: /static)."""
+    paths = {}
+    for route in routes:
+        name = getattr(route, "name", None)
+        if (isinstance(route, Route) and name and not route.param_convertors) or (
+            isinstance(route, Mount) and name
+        ):
+            paths[name] = route.path
+    return paths

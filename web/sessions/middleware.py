@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,22 +51,35 @@ class SessionMiddleware:
             if message["type"] == "http.response.start":
                 # Saved before the first byte goes out, so a store failure can still become a 503.
                 await session.commit()
-                headers = MutableHeaders(scope=message)
+                headers = list(message.get("headers", ()))
                 if session.loaded:
-                    headers.add_vary_header("Cookie")
+                    _vary_on_cookie(headers)
                 if session.cookie == "set" and session.id:
                     # A remembered session's cookie outlives the browser, until the absolute deadline;
                     # any other is a browser-session cookie: the server decides when it ends.
                     lasts = f"; Max-Age={session.absolute_expires_in}" if session.remembered else ""
                     value = self.signer.sign(session.id)
-                    headers.append("set-cookie", f"{self.cookie_name}={value}; {self.attributes}{lasts}")
+                    cookie = f"{self.cookie_name}={value}; {self.attributes}{lasts}"
+                    headers.append((b"set-cookie", cookie.encode("latin-1")))
                 elif session.cookie == "clear" and raw:
-                    headers.append("set-cookie", f"{self.cookie_name}=; Max-Age=0; {self.attributes}")
+                    cookie = f"{self.cookie_name}=; Max-Age=0; {self.attributes}"
+                    headers.append((b"set-cookie", cookie.encode("latin-1")))
+                message["headers"] = headers
                 if session.expired_digest and self.on_expired:
                     self.on_expired(scope, session.expired_digest)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add Cookie to the Vary header (raw: this runs on every signed-in response)."""
+    for i, (name, value) in enumerate(headers):
+        if name == b"vary":
+            if b"cookie" not in value.lower():
+                headers[i] = (name, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))
 
 
 def session_of(conn: HTTPConnection) -> Session:
