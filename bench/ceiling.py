@@ -41,6 +41,7 @@ class FixedSession:
     expires_in: int = 1800
     idle_timeout: int = 1800
     absolute_expires_in: int = 28800
+    warn_at: int = 60
 
 
 # Unverified, as the benchmark's accounts are: their home page asks them to confirm their address.

@@ -109,6 +109,11 @@ class Session:
         return self._store.timeouts(self._fields)[0]
 
     @property
+    def warn_at(self) -> int:
+        """Seconds left when the countdown warns: a minute, or half the idle window if shorter."""
+        return min(60, self.idle_timeout // 2)
+
+    @property
     def absolute_expires_in(self) -> int:
         """Seconds until the absolute deadline, which nothing extends."""
         return max(0, self.created + self._store.timeouts(self._fields)[1] - self._store.now())
