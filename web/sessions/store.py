@@ -42,15 +42,17 @@ MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessi
 EPOCH_TTL = 30 * 86400
 
 # Read a session and, when asked, slide its idle window without passing the absolute
-# deadline; rewrite last-seen at most once a minute. One round trip either way.
+# deadline; rewrite last-seen at most once a minute. One round trip either way. The store's
+# timeouts are written into the script (@IDLE@ ...): every page view sends two arguments, not
+# seven, and redis-py's encoding of each is a measurable part of a page's CPU.
 _LOAD = """
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return false end
-local created, seen, idle, absolute = 0, 0, tonumber(ARGV[2]), tonumber(ARGV[3])
+local created, seen, idle, absolute = 0, 0, @IDLE@, @ABSOLUTE@
 for i = 1, #h, 2 do
   if h[i] == 'c' then created = tonumber(h[i + 1])
   elseif h[i] == 's' then seen = tonumber(h[i + 1])
-  elseif h[i] == 'r' then idle, absolute = tonumber(ARGV[6]), tonumber(ARGV[7]) end
+  elseif h[i] == 'r' then idle, absolute = @REMEMBER_IDLE@, @REMEMBER_ABSOLUTE@ end
 end
 local now = tonumber(ARGV[1])
 local left = created * 1000 + absolute - now
@@ -59,11 +61,11 @@ if left <= 0 then
   return false
 end
 local ttl
-if ARGV[4] == '1' then
+if ARGV[2] == '1' then
   ttl = math.min(idle, left)
   -- An absolute time, not a relative one: the request's own latency must not stretch the deadline.
   redis.call('PEXPIREAT', KEYS[1], now + ttl)
-  if now - (created + seen) * 1000 >= tonumber(ARGV[5]) * 1000 then
+  if now - (created + seen) * 1000 >= @SEEN_EVERY@ * 1000 then
     redis.call('HSET', KEYS[1], 's', math.floor(now / 1000) - created)
   end
 else
@@ -252,7 +254,17 @@ class SessionStore:
         self.remember_idle_timeout = remember_idle_timeout
         self.remember_absolute_timeout = remember_absolute_timeout
         self.clock = clock
-        self._load = Script(redis, _LOAD)
+        constants = {
+            "@IDLE@": idle_timeout * 1000,
+            "@ABSOLUTE@": absolute_timeout * 1000,
+            "@REMEMBER_IDLE@": remember_idle_timeout * 1000,
+            "@REMEMBER_ABSOLUTE@": remember_absolute_timeout * 1000,
+            "@SEEN_EVERY@": SEEN_EVERY,
+        }
+        load = _LOAD
+        for name, value in constants.items():
+            load = load.replace(name, str(int(value)))
+        self._load = Script(redis, load)
         self._create = Script(redis, _CREATE)
         # Who is signed in must survive a failover: these writes wait for replicas (WAIT).
         durable = {"replicas": wait_replicas, "timeout_ms": wait_timeout_ms}
@@ -271,15 +283,7 @@ class SessionStore:
         """Return the session, sliding its idle window when touch is set."""
         reply = await self._load(
             keys=[session_key(digest)],
-            args=[
-                int(self.clock() * 1000),
-                self.idle_timeout * 1000,
-                self.absolute_timeout * 1000,
-                1 if touch else 0,
-                SEEN_EVERY,
-                self.remember_idle_timeout * 1000,
-                self.remember_absolute_timeout * 1000,
-            ],
+            args=[int(self.clock() * 1000), 1 if touch else 0],
         )
         if not reply:
             return None
