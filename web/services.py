@@ -99,7 +99,7 @@ class Services:
             mail=Outbox(
                 queue, sender=settings.mail_from, public_url=settings.public_url, keys=settings.secret_keys
             ),
-            sender=MailSender(queue, parse_smtp_url(settings.smtp_url)) if settings.smtp_url else None,
+            sender=_sender(queue, settings.smtp_url),
             relying_party=_relying_party(settings.public_url),
             activity=ActivityLog(),
         )
@@ -117,6 +117,14 @@ class Services:
         await self.redis.aclose()
         await self.mongo.close()
         self.passwords.close()
+
+
+def _sender(queue: MailQueue, smtp_url: str | None) -> MailSender | None:
+    # Messages a sender failed to send are retried by any sender after 10 s; while SMTP fails,
+    # a sender pauses at most 10 s between tries: mail goes out within seconds of SMTP's return.
+    if smtp_url is None:
+        return None
+    return MailSender(queue, parse_smtp_url(smtp_url), claim_idle_ms=10_000, max_backoff_s=10.0)
 
 
 def _relying_party(public_url: str) -> RelyingParty | None:
