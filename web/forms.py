@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -93,6 +93,42 @@ def form_page(
     context = {"values": values, "errors": errors or {}, "message": message, "notice": notice, **extra}
     block = "form" if is_htmx(request) else None
     return render(request, template, context, block=block, oob=oob, status=status, headers=headers)
+
+
+class FormPage(Protocol):
+    def __call__(
+        self,
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        message: str | None = None,
+        notice: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response: ...
+
+
+def page_of(request: Request, template: str, *, values: dict[str, str], **extra: Any) -> FormPage:
+    """form_page() bound to one request, template and context: `page(422, errors=...)`."""
+
+    def page(
+        status: int = 200,
+        errors: dict[str, str] | None = None,
+        message: str | None = None,
+        notice: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return form_page(
+            request,
+            template,
+            values=values,
+            errors=errors,
+            message=message,
+            notice=notice,
+            status=status,
+            headers=headers,
+            **extra,
+        )
+
+    return page
 
 
 def done(

@@ -7,6 +7,7 @@ mailed, never shown on a page or stored in clear.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.requests import Request
 
@@ -30,6 +31,22 @@ def _where(request: Request) -> dict[str, str]:
 
 def _link(request: Request, route: str, **params: str) -> str:
     return services(request).mail.link(path_for(request, route, **params))
+
+
+async def _notice(
+    request: Request, user: User, template: str, *, to: str | None = None, **context: Any
+) -> None:
+    """A security notice: to the account's address (or `to`), saying when, from which browser
+    and address, with a link to reset the password if it was not the owner."""
+    await services(request).mail.send(
+        to or user.email,
+        template,
+        name=user.first_name,
+        when=_when(),
+        reset_link=_link(request, "forgot_password"),
+        **_where(request),
+        **context,
+    )
 
 
 async def password_reset(request: Request, user: User, *, epoch: int) -> None:
@@ -66,67 +83,26 @@ async def verify_email(request: Request, user: User, address: str, *, epoch: int
 
 
 async def password_changed(request: Request, user: User, *, how: str) -> None:
-    await services(request).mail.send(
-        user.email,
-        "password_changed",
-        name=user.first_name,
-        how=how,
-        when=_when(),
-        reset_link=_link(request, "forgot_password"),
-        **_where(request),
-    )
+    await _notice(request, user, "password_changed", how=how)
 
 
 async def email_changed(request: Request, user: User, old: str, new: str, *, done: bool) -> None:
     """Tell the old address that a change to `new` was asked for, or made."""
-    await services(request).mail.send(
-        old,
-        "email_changed",
-        name=user.first_name,
-        new_email=new,
-        done=done,
-        when=_when(),
-        reset_link=_link(request, "forgot_password"),
-        **_where(request),
-    )
+    await _notice(request, user, "email_changed", to=old, new_email=new, done=done)
 
 
 async def new_browser(request: Request, user: User, session_digest: str) -> None:
     """A sign-in from a browser this account was never used on: say so, with a way out."""
     svc = services(request)
     token = await svc.tokens.issue("report", str(user.id), ttl=REPORT_TTL, session=session_digest)
-    await svc.mail.send(
-        user.email,
-        "new_browser",
-        name=user.first_name,
-        when=_when(),
-        report_link=_link(request, "report_session", token=token),
-        **_where(request),
-    )
+    await _notice(request, user, "new_browser", report_link=_link(request, "report_session", token=token))
     audit("new_browser_notice_sent", ip=client_ip(request), user_id=str(user.id))
 
 
 async def factors_changed(request: Request, user: User, what: str) -> None:
     """A second factor was added, removed or replaced: say which, and how to undo it."""
-    await services(request).mail.send(
-        user.email,
-        "factors_changed",
-        name=user.first_name,
-        what=what,
-        when=_when(),
-        security_link=_link(request, "security"),
-        reset_link=_link(request, "forgot_password"),
-        **_where(request),
-    )
+    await _notice(request, user, "factors_changed", what=what, security_link=_link(request, "security"))
 
 
 async def recovery_code_used(request: Request, user: User, *, left: int) -> None:
-    await services(request).mail.send(
-        user.email,
-        "recovery_code_used",
-        name=user.first_name,
-        left=left,
-        when=_when(),
-        security_link=_link(request, "security"),
-        **_where(request),
-    )
+    await _notice(request, user, "recovery_code_used", left=left, security_link=_link(request, "security"))

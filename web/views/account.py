@@ -9,7 +9,7 @@ from web import deletion, notices
 from web.accounts import check_password, current_user, end_sessions, handle
 from web.audit import audit
 from web.auth.users import normalise_email
-from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem, throttled
+from web.forms import NAME_MAX, done, form_page, page_of, read_form, take_flash, text_problem, throttled
 from web.guard import SignedIn, SignedOut, signed_in
 from web.security import client_ip
 from web.services import services
@@ -38,24 +38,7 @@ async def change_password(request: Request, me: SignedIn) -> Response:
     values = await read_form(request, "current_password", "new_password")
     current, new = values["current_password"], values["new_password"]
 
-    def page(
-        status: int = 200,
-        errors: dict[str, str] | None = None,
-        notice: str | None = None,
-        message: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        return form_page(
-            request,
-            PAGE,
-            values={},
-            errors=errors,
-            notice=notice,
-            message=message,
-            status=status,
-            headers=headers,
-            min_length=svc.passwords.min_length,
-        )
+    page = page_of(request, PAGE, values={}, min_length=svc.passwords.min_length)
 
     errors = {}
     if not current:

@@ -17,7 +17,16 @@ from web.audit import audit
 from web.auth.passkeys import PasskeyError
 from web.auth.throttle import Limit
 from web.auth.users import User, normalise_email
-from web.forms import NAME_MAX, email_problem, form_page, read_form, take_flash, text_problem, throttled
+from web.forms import (
+    NAME_MAX,
+    email_problem,
+    form_page,
+    page_of,
+    read_form,
+    take_flash,
+    text_problem,
+    throttled,
+)
 from web.guard import SignedIn, signed_in
 from web.htmx import is_htmx, redirect, wants_json
 from web.security import client_ip, client_network
@@ -272,22 +281,7 @@ async def signup(request: Request) -> Response:
     errors = {field: message for field, message in problems.items() if message}
     min_length = svc.passwords.min_length
 
-    def page(
-        status: int,
-        errors: dict[str, str] | None = None,
-        message: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        return form_page(
-            request,
-            SIGNUP_PAGE,
-            values=values,
-            errors=errors,
-            message=message,
-            status=status,
-            headers=headers,
-            min_length=min_length,
-        )
+    page = page_of(request, SIGNUP_PAGE, values=values, min_length=min_length)
 
     if errors:
         return page(422, errors=errors)

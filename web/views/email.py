@@ -14,7 +14,7 @@ from web.audit import audit
 from web.auth.tokens import Token
 from web.auth.users import User, normalise_email
 from web.errors import LinkGone
-from web.forms import done, email_problem, form_page, read_form, take_flash, throttled
+from web.forms import done, email_problem, form_page, page_of, read_form, take_flash, throttled
 from web.guard import SignedIn, signed_in
 from web.htmx import wants_json
 from web.security import client_ip
@@ -132,22 +132,7 @@ async def change_email(request: Request, me: SignedIn) -> Response:
     values = await read_form(request, "new_email", "current_password")
     new, password = normalise_email(values["new_email"]), values["current_password"]
 
-    def page(
-        status: int,
-        errors: dict[str, str] | None = None,
-        message: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        return form_page(
-            request,
-            EMAIL_PAGE,
-            values=values,
-            errors=errors,
-            message=message,
-            status=status,
-            headers=headers,
-            current=user.email,
-        )
+    page = page_of(request, EMAIL_PAGE, values=values, current=user.email)
 
     errors = {}
     if problem := email_problem(new):
