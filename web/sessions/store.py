@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from web.redis import RedisClient, Script
+from web.sessions import scripts
 from web.sessions.agent import label
 from web.sessions.ids import user_tag
 
@@ -40,149 +41,6 @@ MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessi
 # The epoch must outlive any request in flight and any token that carries it (a day at most);
 # a month also lets it expire for accounts whose credentials stopped changing.
 EPOCH_TTL = 30 * 86400
-
-# Read a session and, when asked, slide its idle window without passing the absolute
-# deadline; rewrite last-seen at most once a minute. One round trip either way. The store's
-# timeouts are written into the script (@IDLE@ ...): every page view sends two arguments, not
-# seven, and redis-py's encoding of each is a measurable part of a page's CPU.
-_LOAD = """
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then return false end
-local created, seen, idle, absolute = 0, 0, @IDLE@, @ABSOLUTE@
-for i = 1, #h, 2 do
-  if h[i] == 'c' then created = tonumber(h[i + 1])
-  elseif h[i] == 's' then seen = tonumber(h[i + 1])
-  elseif h[i] == 'r' then idle, absolute = @REMEMBER_IDLE@, @REMEMBER_ABSOLUTE@ end
-end
-local now = tonumber(ARGV[1])
-local left = created * 1000 + absolute - now
-if left <= 0 then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-local ttl
-if ARGV[2] == '1' then
-  ttl = math.min(idle, left)
-  -- An absolute time, not a relative one: the request's own latency must not stretch the deadline.
-  redis.call('PEXPIREAT', KEYS[1], now + ttl)
-  if now - (created + seen) * 1000 >= @SEEN_EVERY@ * 1000 then
-    redis.call('HSET', KEYS[1], 's', math.floor(now / 1000) - created)
-  end
-else
-  ttl = redis.call('PTTL', KEYS[1])
-end
-return {ttl, h}
-"""
-
-# Write a new anonymous session and its expiry together, so no session lives without a TTL.
-_CREATE = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1
-"""
-
-# Sign in: only under the epoch read before the password was checked; then index the session
-# (dropping entries past their deadline, evicting the oldest beyond the cap, never the newcomer)
-# and write it. The index expires with the last session it can hold.
-_CREATE_FOR_USER = """
-if tonumber(redis.call('GET', KEYS[2]) or 0) ~= tonumber(ARGV[5]) then return false end
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
-if extra > 0 then
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra)) do
-    if member ~= ARGV[2] and extra > 0 then
-      redis.call('ZREM', KEYS[1], member)
-      redis.call('DEL', 's:' .. member)
-      extra = extra - 1
-    end
-  end
-end
-local ttl = math.ceil((tonumber(ARGV[3]) - now) * 1000)
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-redis.call('HSET', KEYS[3], unpack(ARGV, 7))
-redis.call('PEXPIREAT', KEYS[3], ARGV[6])
-return 1
-"""
-
-# Change only the fields this request changed, and only while the session exists: a
-# session revoked or expired mid-request must stay dead, not come back without a TTL.
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = tonumber(ARGV[1])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + 2 * n)) end
-if #ARGV > 1 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 2 + 2 * n)) end
-return 1
-"""
-
-# End sessions of one user: those named, or (with no names) all but ARGV[1]; optionally bump
-# the epoch first, in the same step, so no sign-in in flight can add one after the sweep. With
-# ARGV[4] = 1, the index and the epoch go too (the account is deleted): all of it or nothing.
-# Returns the epoch and the digests of the sessions that were alive.
-_END = """
-local epoch = tonumber(redis.call('GET', KEYS[2]) or 0)
-if ARGV[2] == '1' then
-  epoch = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
-local targets = {}
-if #ARGV > 4 then
-  for i = 5, #ARGV do targets[#targets + 1] = ARGV[i] end
-else
-  targets = redis.call('ZRANGE', KEYS[1], 0, -1)
-end
-local ended = {}
-for _, member in ipairs(targets) do
-  if member ~= ARGV[1] then
-    redis.call('ZREM', KEYS[1], member)
-    if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
-  end
-end
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
-return {epoch, ended}
-"""
-
-# Read a field and delete it, in one step: a one-time value is used once.
-_TAKE = """
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return value
-"""
-
-_BUMP = """
-local epoch = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return epoch
-"""
-
-# Every live session of a user, pruning index entries whose session is gone.
-_LIST = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {}
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = 's:' .. member
-  local ttl = redis.call('PTTL', key)
-  if ttl > 0 then
-    out[#out + 1] = {member, ttl, redis.call('HGETALL', key)}
-  else
-    redis.call('ZREM', KEYS[1], member)
-  end
-end
-return out
-"""
-
-# Set one field (or with an empty value, delete it) in every live session of a user: what
-# sessions keep about the user (the name, the unverified mark) changes everywhere at once.
-_SET_ALL = """
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = 's:' .. member
-  if redis.call('EXISTS', key) == 1 then
-    if ARGV[2] == '' then redis.call('HDEL', key, ARGV[1]) else redis.call('HSET', key, ARGV[1], ARGV[2]) end
-  end
-end
-return 1
-"""
 
 
 class StaleCredentials(Exception):
@@ -261,20 +119,20 @@ class SessionStore:
             "@REMEMBER_ABSOLUTE@": remember_absolute_timeout * 1000,
             "@SEEN_EVERY@": SEEN_EVERY,
         }
-        load = _LOAD
+        load = scripts.LOAD
         for name, value in constants.items():
             load = load.replace(name, str(int(value)))
         self._load = Script(redis, load)
-        self._create = Script(redis, _CREATE)
+        self._create = Script(redis, scripts.CREATE)
         # Who is signed in must survive a failover: these writes wait for replicas (WAIT).
         durable = {"replicas": wait_replicas, "timeout_ms": wait_timeout_ms}
-        self._create_for_user = Script(redis, _CREATE_FOR_USER, **durable)
-        self._update = Script(redis, _UPDATE)
-        self._end = Script(redis, _END, **durable)
-        self._bump = Script(redis, _BUMP, **durable)
-        self._take = Script(redis, _TAKE)
-        self._list = Script(redis, _LIST)
-        self._set_all = Script(redis, _SET_ALL)
+        self._create_for_user = Script(redis, scripts.CREATE_FOR_USER, **durable)
+        self._update = Script(redis, scripts.UPDATE)
+        self._end = Script(redis, scripts.END, **durable)
+        self._bump = Script(redis, scripts.BUMP, **durable)
+        self._take = Script(redis, scripts.TAKE)
+        self._list = Script(redis, scripts.LIST)
+        self._set_all = Script(redis, scripts.SET_ALL)
 
     def now(self) -> int:
         return int(self.clock())
