@@ -77,6 +77,17 @@
       waiting = { verb: config.verb, path: config.path, source: config.elt, target: config.target };
     }
   });
+  // The re-authentication dialog arrives "open"; made modal, the browser keeps Tab inside it.
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    var dialog = root.matches && root.matches("#dialog dialog[data-reauth]") ? root
+      : root.querySelector && root.querySelector("#dialog dialog[data-reauth]");
+    if (dialog && !dialog.matches(":modal") && dialog.showModal) {
+      dialog.close();
+      dialog.showModal();
+      dialog.addEventListener("cancel", function () { waiting = null; closeDialog(); });
+    }
+  });
   function closeDialog() {
     var box = document.getElementById("dialog");
     if (box) box.innerHTML = "";

@@ -90,7 +90,7 @@
     if (!supported) return;
     root.querySelectorAll("[data-passkey-add]").forEach(function (el) { el.hidden = false; });
     root.querySelectorAll("[data-passkey-needs-js]").forEach(function (el) { el.hidden = true; });
-    root.querySelectorAll("[data-passkey-signin], [data-passkey-reauth]").forEach(function (el) { el.hidden = false; });
+    root.querySelectorAll("[data-passkey-signin], [data-passkey-reauth]:not([data-passkey-none])").forEach(function (el) { el.hidden = false; });
   }
 
   document.addEventListener("click", function (event) {

@@ -63,6 +63,11 @@ def reauth_expires_in(request: Request, session: Session) -> int:
     return max(0, session.authenticated_at + timeout - int(time.time()))
 
 
+def ways(user: User | None) -> dict[str, bool]:
+    """Which ways to re-authenticate the dialog offers (a password always)."""
+    return {"has_totp": bool(user and user.totp_secret), "has_passkeys": bool(user and user.passkeys)}
+
+
 async def stale(request: Request, session: Session) -> Response:
     """A sensitive request from a session that authenticated too long ago: ask again."""
     if request.method == "GET":
@@ -77,7 +82,7 @@ async def stale(request: Request, session: Session) -> Response:
         return JSONResponse({"reauthenticate": True, "location": location}, 401)
     if request.headers.get("hx-request") == "true":
         user = await User.get(PydanticObjectId(session.user.id)) if session.user else None
-        context = {"next": next_path, "message": None, "has_totp": str(bool(user and user.totp_secret))}
+        context = {"next": next_path, "message": None, **ways(user)}
         # X-Reauth: app.js keeps the request that got this, to send it again once it is done.
         headers = {"HX-Retarget": "#dialog", "HX-Reswap": "innerHTML", "X-Reauth": "1"}
         return render(request, "pages/reauth.html", context, block="dialog", status=401, headers=headers)

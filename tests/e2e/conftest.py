@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    CDPSession,
     ConsoleMessage,
     Frame,
+    Locator,
     Page,
     expect,
     sync_playwright,
@@ -34,12 +37,15 @@ from tests.conftest import PASSWORD
 from tests.helpers.servers import AppProcess as App
 from tests.helpers.servers import start_app
 from web.embedded import Server
+from web.sessions.ids import digest
+from web.sessions.store import session_key
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 ARTIFACTS = HERE / "artifacts"
 AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
-DOCS_SCREENSHOT = ROOT / "docs" / "screenshot-home.png"
+DOCS = ROOT / "docs"
+DOCS_SCREENSHOT = DOCS / "screenshot-home.png"
 SECRET_KEY = "e2e-secret-key-0123456789abcdef0123456789abcdef"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -141,6 +147,44 @@ def serve(
     yield start
     for app in started:
         app.stop()
+
+
+@pytest.fixture(scope="package")
+def devmail_server(
+    services: tuple[Server, Server, Server], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[App]:
+    """An app with its own mail catcher (SMTP_URL empty), so /dev/mail exists.
+
+    Its Redis is database 1: the outgoing mail queue is one stream ("mail:q", group "senders")
+    per database, and every e2e app has the same SECRET_KEY, so on database 0 the shared app's
+    sender could take this app's mail and hand it to the suite's catcher instead.
+    """
+    redis_server = services[0]
+    folder = tmp_path_factory.mktemp("e2e-devmail")
+    redis_url = re.sub(r"/0$", "/1", redis_server.url)
+    assert redis_url != redis_server.url, redis_server.url
+    with e2e_app(services, folder, SMTP_URL="", DATA_DIR=str(folder / "data"), REDIS_URL=redis_url) as app:
+        assert "Mail      embedded   caught in" in app.log(), app.log()
+        yield app
+
+
+@pytest.fixture
+def devmail_app(devmail_server: App, redis: Redis) -> App:
+    """The app with a development inbox, Redis emptied (every database) before the test."""
+    return devmail_server
+
+
+@pytest.fixture
+def devmail_redis(services: tuple[Server, Server, Server], redis: Redis) -> Iterator[Redis]:
+    """A client on the dev-mail app's Redis database (1), emptied like the rest before the test."""
+    client = Redis.from_url(re.sub(r"/0$", "/1", services[0].url), decode_responses=True)
+    yield client
+    client.close()
+
+
+def localhost_url(app: App) -> str:
+    """The app's PUBLIC_URL: http://localhost:<port>, where passkeys work and mail links point."""
+    return f"http://localhost:{app.port}"
 
 
 @dataclass
@@ -266,16 +310,141 @@ def shot(request: pytest.FixtureRequest) -> Callable[[Page, str], Path]:
     return take
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test (item.report_call...), for fixtures that must know."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"report_{report.when}", report)
+
+
+@pytest.fixture
+def docs_screenshot(request: pytest.FixtureRequest) -> Iterator[Callable[[Page, str], None]]:
+    """Picture the page for docs/<name>, moved there only once the test has passed.
+
+    As the README's home picture: written when missing, refreshed with E2E_UPDATE_SCREENSHOT=1.
+    """
+    pending: list[tuple[Path, Path]] = []
+
+    def take(page: Page, name: str) -> None:
+        target = DOCS / name
+        if target.exists() and os.environ.get("E2E_UPDATE_SCREENSHOT") != "1":
+            return
+        assert page.viewport_size == VIEWPORT, page.viewport_size
+        taken = ARTIFACTS / "docs" / f"{uuid.uuid4().hex}-{name}"
+        taken.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=taken, caret="initial")
+        pending.append((taken, target))
+
+    yield take
+    report = getattr(request.node, "report_call", None)
+    for taken, target in pending:
+        if report is not None and report.passed:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(taken, target)
+        else:
+            taken.unlink(missing_ok=True)
+
+
 # -- helpers the tests share ----------------------------------------------------------------
 
 
-def sign_in(page: Page, account: Account) -> None:
+def sign_in(page: Page, account: Account, *, remember: bool = False) -> None:
     """Sign in through the login form and wait for the home page."""
     page.goto("/login")
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Sign in").click()
+    if remember:
+        page.get_by_label("Keep me signed in on this device").check()
+    # exact: the page has a "Sign in with a passkey" button too (shown where WebAuthn is).
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("heading", name=f"Hello, {account.name}")).to_be_visible()
+
+
+def sign_out(page: Page) -> None:
+    """Sign out with the navbar's button and wait for the sign-in form."""
+    page.get_by_test_id("navbar-logout").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+
+
+def session_redis_key(context: BrowserContext) -> str:
+    """The Redis key of the session whose cookie this browser context holds."""
+    cookies = [c for c in context.cookies() if c["name"] in ("sid", "__Host-sid")]
+    assert len(cookies) == 1, cookies
+    session_id = cookies[0]["value"].partition(".")[0]
+    return session_key(digest(session_id))
+
+
+def age_session(redis: Redis, context: BrowserContext, seconds: int = 3600) -> None:
+    """Make the context's sign-in `seconds` old, so sensitive changes ask for the password again."""
+    key = session_redis_key(context)
+    assert redis.hget(key, "u"), f"{key} is not a signed-in session"
+    redis.hset(key, "t", int(time.time()) - seconds)
+
+
+@dataclass
+class VirtualAuthenticator:
+    """Chromium's virtual platform authenticator (resident keys, user verification), over CDP."""
+
+    cdp: CDPSession
+    id: str
+
+    def credentials(self) -> list[dict[str, Any]]:
+        found = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.id})
+        credentials: list[dict[str, Any]] = found["credentials"]
+        return credentials
+
+    def remove(self, credential: dict[str, Any]) -> None:
+        params = {"authenticatorId": self.id, "credentialId": credential["credentialId"]}
+        self.cdp.send("WebAuthn.removeCredential", params)
+
+    def add(self, credential: dict[str, Any]) -> None:
+        self.cdp.send("WebAuthn.addCredential", {"authenticatorId": self.id, "credential": credential})
+
+
+def add_virtual_authenticator(context: BrowserContext, page: Page) -> VirtualAuthenticator:
+    """A platform authenticator for the page that says yes at once (presence and verification)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    found = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return VirtualAuthenticator(cdp, found["authenticatorId"])
+
+
+def goto_until(page: Page, url: str, locator: Locator, within: float = 10.0) -> None:
+    """Load `url` until `locator` shows, for what the app does a moment after the request.
+
+    Mail lands a little after the request that queued it (the background sender delivers it):
+    each load waits a quarter of a second for the locator, all of them `within` seconds.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        page.goto(url)
+        try:
+            expect(locator).to_be_visible(timeout=250)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def open_mail(page: Page, to: str, subject: str) -> None:
+    """Open the newest mail to `to` with `subject` from the development inbox (/dev/mail)."""
+    link = page.locator("tr[data-mail]", has_text=to).get_by_role("link", name=subject).first
+    goto_until(page, "/dev/mail", link)
+    link.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(subject)
 
 
 class Navigations:
@@ -328,6 +497,9 @@ def axe_source() -> str:
 
 def axe_violations(page: Page) -> list[dict[str, object]]:
     """Run axe-core on the page as it is now; return the violations of impact serious or critical."""
+    # Once htmx has settled: for a moment after a swap, the new element wears the old one's
+    # attributes (class="htmx-request", which dims its buttons), for CSS transitions.
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling")).to_have_count(0)
     # Evaluated, not added as a <script>: the page's CSP (script-src 'self') refuses inline script.
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(axe_source())

@@ -76,7 +76,7 @@ def test_errors_are_tied_to_their_fields_and_announced(
 ) -> None:
     page = new_context(js=js).new_page()
     page.goto(f"/{form}")
-    page.get_by_role("button", name="Sign in" if form == "login" else "Create account").click()
+    page.get_by_role("button", name="Sign in" if form == "login" else "Create account", exact=True).click()
     invalid = page.locator("main [aria-invalid=true]")
     expect(invalid.first).to_be_visible()
     shot(page, "errors")
@@ -108,7 +108,7 @@ def test_after_a_failed_submit_focus_is_on_the_first_field_to_fix(page: Page, ap
     page.goto(f"/{form}")
     if form == "signup":
         page.get_by_label("First name").fill("Ada")
-    page.get_by_role("button", name="Sign in" if form == "login" else "Create account").click()
+    page.get_by_role("button", name="Sign in" if form == "login" else "Create account", exact=True).click()
     first_invalid = page.locator("main [aria-invalid=true]").first
     expect(first_invalid).to_be_visible()
     expect(first_invalid).to_be_focused(timeout=2_000)

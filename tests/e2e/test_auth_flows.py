@@ -116,7 +116,7 @@ def test_wrong_password_says_so_inline_then_the_right_one_signs_in(
     navigations = Navigations(page)
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill("not the password at all")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
     # Generic: it never says which of the two was wrong.
     expect(page.locator("#login-error")).to_have_text("Invalid email or password")
@@ -129,7 +129,7 @@ def test_wrong_password_says_so_inline_then_the_right_one_signs_in(
         expect(page.locator("#announce")).to_have_text("Invalid email or password")
 
     page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page).to_have_url(f"{app.url}/")
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Hello, {account.name}")
     shot(page, "home")

@@ -222,8 +222,9 @@ async def second_factor(request: Request) -> Response:
         session[PENDING] = pending
         return _code_step(request, status=401, message=WRONG_CODE)
     del session[PENDING]
+    event, remember = f"login_success_{how}", bool(pending.get("r"))
     return await _complete(
-        request, session, user, epoch=pending["e"], event=f"login_success_{how}", known=known
+        request, session, user, epoch=pending["e"], event=event, known=known, remember=remember
     )
 
 

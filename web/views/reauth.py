@@ -16,8 +16,9 @@ from web import twofactor
 from web.accounts import check_password, current_user
 from web.audit import audit
 from web.auth.passkeys import PasskeyError
+from web.auth.users import User
 from web.forms import read_form, throttled
-from web.guard import SignedIn, local_path, signed_in
+from web.guard import SignedIn, local_path, signed_in, ways
 from web.htmx import is_htmx, redirect_to
 from web.security import client_ip
 from web.services import services
@@ -27,18 +28,15 @@ PAGE = "pages/reauth.html"
 WRONG = "That is not right. Try again."
 
 
-def _page(
-    request: Request, me: SignedIn, *, status: int = 200, message: str | None = None, **extra: str
-) -> Response:
+def _page(request: Request, user: User, *, status: int = 200, message: str | None = None) -> Response:
     block = "dialog" if is_htmx(request) else None
-    context = {"next": local_path(request.query_params.get("next")), "message": message, **extra}
+    context = {"next": local_path(request.query_params.get("next")), "message": message, **ways(user)}
     return render(request, PAGE, context, block=block, status=status)
 
 
 @signed_in
 async def reauth_page(request: Request, me: SignedIn) -> Response:
-    user = await current_user(me)
-    return _page(request, me, has_totp=str(user.totp_secret is not None))
+    return _page(request, await current_user(me))
 
 
 async def _done(request: Request, me: SignedIn, how: str, next_path: str) -> Response:
@@ -57,14 +55,13 @@ async def reauth(request: Request, me: SignedIn) -> Response:
     user = await current_user(me)
     values = await read_form(request, "password", "code", "next")
     next_path = local_path(values["next"])
-    has_totp = str(user.totp_secret is not None)
     if values["code"]:
         # Codes count on the same counter as wrong passwords here (web/accounts.py).
         svc = services(request)
         limits = svc.throttle.password_change(me.user.id)
         if wait := await svc.throttle.reserve(limits):
             message, _ = throttled(wait)
-            return _page(request, me, status=429, message=message, has_totp=has_totp)
+            return _page(request, user, status=429, message=message)
         how = await twofactor.check_code(request, user, values["code"])
         await svc.throttle.settle(limits, ok=how is not None)
         if how is not None:
@@ -75,9 +72,9 @@ async def reauth(request: Request, me: SignedIn) -> Response:
             return await _done(request, me, "password", next_path)
         if checked is not False:
             message, _ = throttled(checked)
-            return _page(request, me, status=429, message=message, has_totp=has_totp)
+            return _page(request, user, status=429, message=message)
     audit("reauth_failure", ip=client_ip(request), user_id=me.user.id, level=logging.WARNING)
-    return _page(request, me, status=401, message=WRONG, has_totp=has_totp)
+    return _page(request, user, status=401, message=WRONG)
 
 
 @signed_in

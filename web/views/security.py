@@ -91,6 +91,12 @@ async def enable_totp(request: Request, me: SignedIn) -> Response:
 def _codes(request: Request, codes: list[str], notice: str) -> Response:
     if wants_json(request):
         return _json({"recovery_codes": codes})
+    if is_htmx(request):
+        # Shown once: they take the whole page, in place of the form that asked for them.
+        headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"}
+        return render(
+            request, CODES_PAGE, {"codes": codes, "notice": notice}, block="content", headers=headers
+        )
     return render(request, CODES_PAGE, {"codes": codes, "notice": notice})
 
 
