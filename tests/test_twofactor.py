@@ -3,6 +3,7 @@ authenticator signs real WebAuthn responses), re-authentication, and the attacks
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -115,6 +116,34 @@ async def test_a_used_code_cannot_be_used_again(client: httpx.AsyncClient, app: 
         await password_step(shoulder_surfer)
         assert (await code_step(shoulder_surfer, code)).status_code == 401
         assert (await shoulder_surfer.get("/")).status_code == 303
+
+
+RACE_ROUNDS = 5
+RACERS = 8
+
+
+async def test_a_code_sent_by_many_browsers_at_once_signs_in_once(app: Starlette, redis: Redis) -> None:
+    """The same TOTP code, then the same recovery code, from 8 browsers at once, all past the
+    password step: exactly one signs in, every round. A fresh account each round, and the
+    throttling counters cleared between races, so that only the single-use rule decides."""
+    for round_ in range(RACE_ROUNDS):
+        email = f"race{round_}@example.com"
+        async with make_client(app) as owner:
+            await signup(owner, email=email)
+            totp, recovery = await enable_totp(owner)
+        for code in (next_code(totp), recovery[0]):
+            browsers = [make_client(app) for _ in range(RACERS)]
+            try:
+                for browser in browsers:
+                    assert (await login(browser, email=email)).status_code == 200  # the code step
+                answers = await asyncio.gather(*(code_step(browser, code) for browser in browsers))
+                signed_in = [(await browser.get("/")).status_code for browser in browsers].count(200)
+            finally:
+                for browser in browsers:
+                    await browser.aclose()
+            assert sorted(r.status_code for r in answers) == [303] + [401] * (RACERS - 1), (round_, code)
+            assert signed_in == 1
+            redis.delete(*redis.keys("t:*"))
 
 
 async def test_five_wrong_codes_send_the_visitor_back_to_the_password(
