@@ -21,7 +21,7 @@ from web.activity import Event
 from web.auth.throttle import account_tag
 from web.auth.users import User
 from web.sessions.ids import user_tag
-from web.sessions.store import short_user_id
+from web.sessions.store import TOMBSTONE_TTL, epoch_key, short_user_id
 from web.settings import Settings
 
 JSON = {"Accept": "application/json"}
@@ -227,6 +227,12 @@ def keys_of(redis: Redis, user_id: str, email: str) -> list[str]:
     return [k for k in redis.scan_iter("*") if any(m in k for m in marks)]
 
 
+def assert_only_the_tombstone(redis: Redis, user_id: str, email: str) -> None:
+    """After a deletion nothing names the account but its epoch, moved on, for 15 minutes."""
+    assert keys_of(redis, user_id, email) == [epoch_key(user_id)]
+    assert 0 < redis.ttl(epoch_key(user_id)) <= TOMBSTONE_TTL
+
+
 async def test_deletion_removes_everything_and_the_address_can_sign_up_again(
     client: httpx.AsyncClient, app: Starlette, redis: Redis, smtp: MailServer
 ) -> None:
@@ -248,7 +254,7 @@ async def test_deletion_removes_everything_and_the_address_can_sign_up_again(
         assert r.status_code == 303 and r.headers["location"] == "/signup"
         assert "Your account was deleted" in (await client.get("/signup")).text
         assert (await phone.get("/")).status_code == 303
-    assert keys_of(redis, uid, "ada@example.com") == []
+    assert_only_the_tombstone(redis, uid, "ada@example.com")
     assert await User.find_one({"email": "ada@example.com"}) is None
     assert await Event.find({"user_id": uid}).count() == 0
     async with make_client(app) as thief:
@@ -318,7 +324,7 @@ async def test_a_deletion_that_fails_half_way_is_finished_by_a_retry(
             assert (await login(client)).status_code == 303
         r = await client.post("/account/delete", data={"confirm": "ada@example.com"})
         assert r.status_code == 303 and r.headers["location"] == "/signup", r.text
-    assert keys_of(redis, uid, "ada@example.com") == []
+    assert_only_the_tombstone(redis, uid, "ada@example.com")
     assert await User.find_one({"email": "ada@example.com"}) is None
     assert await Event.find({"user_id": uid}).count() == 0
 

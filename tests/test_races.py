@@ -119,6 +119,33 @@ async def test_sign_ins_in_flight_never_outlive_a_password_change(
             assert set(codes) <= {303, 401}
 
 
+async def test_sign_ins_in_flight_never_outlive_the_deletion_of_the_account(
+    app: Starlette, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-ins with the right password are past the hash check when the owner deletes the
+    account: none may leave a session for the deleted account."""
+    attackers = 4
+    for n in range(ROUNDS):
+        email = f"leaving{n}@example.com"
+        async with make_client(app) as owner:
+            assert (await signup(owner, email=email)).status_code == 303
+            user = await User.find_one({"email": email})
+            assert user is not None
+            gate = Gate(attackers)
+            gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
+            clients = [make_client(app) for _ in range(attackers)]
+            tasks = await race([login(c, email=email) for c in clients])
+            await gate.wait_for_all()
+            assert (await owner.post("/account/delete", data={"confirm": email})).status_code == 303
+            gate.open.set()
+            codes = [r.status_code for r in await asyncio.gather(*tasks)]
+            monkeypatch.undo()
+            assert user_session_keys(redis, str(user.id)) == [], (n, codes)
+            for c in clients:
+                assert (await c.get("/")).status_code == 303, (n, codes)
+                await c.aclose()
+
+
 async def test_sign_ins_racing_a_password_change_freely(app: Starlette, redis: Redis) -> None:
     """No gate: sign-ins started around a password change, in many interleavings."""
     for n in range(ROUNDS):

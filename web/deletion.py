@@ -7,10 +7,13 @@ signed-in session for a deleted account, and leaves the owner a way to try again
 2. Redis: outstanding tokens; queued mail to the address (but the goodbye notice, queued
    first); the sign-in throttling of the account. MongoDB: the account's activity.
    (A failure up to here leaves this session: the owner asks again.)
-3. Redis, in one script: every session of the account, this one included, with the index
-   and the epoch. (From here on a failure leaves no session: the owner signs in again.)
+3. Redis, in one script: every session of the account, this one included, and the index; the
+   epoch moves on again and stays 15 minutes as a tombstone (deleted, it would read 0 again,
+   which a sign-in under way may have read before). From here on a failure leaves no session:
+   the owner signs in again.
 4. MongoDB: the account itself (its address is free again).
-5. Redis, the same script again: a session that a sign-in racing steps 3 and 4 made.
+5. Redis, the same script again: a session that a sign-in racing steps 3 and 4 made, and a
+   last bump for a sign-in that read the epoch between them.
 
 Every step can run again: a retry finishes the job.
 """

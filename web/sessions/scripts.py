@@ -80,7 +80,7 @@ return 1
 
 # End sessions of one user: those named, or (with no names) all but ARGV[1]; optionally bump
 # the epoch first, in the same step, so no sign-in in flight can add one after the sweep. With
-# ARGV[4] = 1, the index and the epoch go too (the account is deleted): all of it or nothing.
+# ARGV[4] = 1 the index goes too (the account is deleted): all of it or nothing.
 # Returns the epoch and the digests of the sessions that were alive.
 END = """
 local epoch = tonumber(redis.call('GET', KEYS[2]) or 0)
@@ -101,7 +101,7 @@ for _, member in ipairs(targets) do
     if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
   end
 end
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
 return {epoch, ended}
 """
 

@@ -41,6 +41,9 @@ MAX_SESSIONS_PER_USER = 100  # the index never grows past this; the oldest sessi
 # The epoch must outlive any request in flight and any token that carries it (a day at most);
 # a month also lets it expire for accounts whose credentials stopped changing.
 EPOCH_TTL = 30 * 86400
+# A deleted account's epoch is bumped and kept this long, not deleted: a sign-in under way that
+# read it before would otherwise find it absent (0) again, as it may have read it, and finish.
+TOMBSTONE_TTL = 15 * 60
 
 
 class StaleCredentials(Exception):
@@ -242,10 +245,18 @@ class SessionStore:
         of the sessions that were alive.
 
         With bump_epoch, sign-ins already past their password check can no longer complete.
+        With forget (the account is deleted), the index goes and the epoch is bumped and left as a
+        tombstone for TOMBSTONE_TTL.
         """
         epoch, ended = await self._end(
             keys=[index_key(user_id), epoch_key(user_id)],
-            args=[keep or "", 1 if bump_epoch else 0, EPOCH_TTL, 1 if forget else 0, *only],
+            args=[
+                keep or "",
+                1 if bump_epoch or forget else 0,
+                TOMBSTONE_TTL if forget else EPOCH_TTL,
+                1 if forget else 0,
+                *only,
+            ],
         )
         return int(epoch), list(ended)
 
