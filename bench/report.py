@@ -17,7 +17,7 @@ from bench.redis_probe import SessionMemory
 from bench.wrk import wrk_binary
 
 # Targets for 2 cores with everything on one box.
-MIN_PAGE_VS_CEILING = 0.35  # signed-in GET / req/s, as a share of the ceiling's
+MIN_PAGE_VS_CEILING = 0.6  # signed-in GET / req/s, as a share of the ceiling's (issue 14)
 MIN_CEILING_VS_MINIMAL = 0.7  # the ceiling's req/s, as a share of a minimal page's of its size
 MAX_ANON_CPU_VS_CEILING = 1.3  # anonymous GET /login's server CPU per request, the ceiling's = 1
 MAX_LOADED_P99_RATIO = 3.0  # GET / p99 while others sign in, to the unloaded p99
