@@ -89,61 +89,67 @@ def user_session_keys(redis: Redis, email_user_id: str) -> list[str]:
     return [k for k in redis.scan_iter("s:*") if redis.hget(k, "u") == email_user_id]
 
 
+async def held_sign_ins(
+    app: Starlette,
+    monkeypatch: pytest.MonkeyPatch,
+    email: str,
+    attackers: int,
+    owners_move: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+) -> tuple[str, httpx.AsyncClient, list[httpx.AsyncClient], list[int]]:
+    """Sign-ins with the right password, every one held after its check (before its session),
+    while the owner makes a move; returns the user id, the owner's and attackers' clients (open,
+    for the caller to look through and close) and the sign-ins' statuses."""
+    owner = make_client(app)
+    assert (await signup(owner, email=email)).status_code == 303
+    user = await User.find_one({"email": email})
+    assert user is not None
+    gate = Gate(attackers)
+    gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
+    clients = [make_client(app) for _ in range(attackers)]
+    tasks = await race([login(c, email=email) for c in clients])
+    await gate.wait_for_all()
+    assert (await owners_move(owner)).status_code == 303
+    gate.open.set()
+    codes = [r.status_code for r in await asyncio.gather(*tasks)]
+    monkeypatch.undo()
+    assert set(codes) <= {303, 401}
+    return str(user.id), owner, clients, codes
+
+
+async def signed_out_everywhere(clients: list[httpx.AsyncClient], context: object) -> None:
+    """Every attacker's cookie is worthless; the clients are closed."""
+    for c in clients:
+        assert (await c.get("/")).status_code == 303, context
+        await c.aclose()
+
+
 async def test_sign_ins_in_flight_never_outlive_a_password_change(
     app: Starlette, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Attackers with the old password are past the hash lookup when the owner changes it."""
-    attackers = 8
     for n in range(ROUNDS):
-        email = f"victim{n}@example.com"
-        async with make_client(app) as owner:
-            assert (await signup(owner, email=email)).status_code == 303
-            user = await User.find_one({"email": email})
-            assert user is not None
-            gate = Gate(attackers)
-            # Every sign-in stops after checking the (old, right) password, before its session.
-            gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
-            clients = [make_client(app) for _ in range(attackers)]
-            tasks = await race([login(c, email=email) for c in clients])
-            await gate.wait_for_all()
-            assert (await owner.post("/account/password", data=CHANGE)).status_code == 303
-            gate.open.set()
-            codes = [r.status_code for r in await asyncio.gather(*tasks)]
-            monkeypatch.undo()
-            # Only the owner's session is left: in Redis, and as each cookie sees it.
-            assert len(user_session_keys(redis, str(user.id))) == 1, (n, codes)
-            assert (await owner.get("/")).status_code == 200
-            for c in clients:
-                assert (await c.get("/")).status_code == 303, (n, codes)
-                await c.aclose()
-            assert set(codes) <= {303, 401}
+        user_id, owner, clients, codes = await held_sign_ins(
+            app, monkeypatch, f"victim{n}@example.com", 8, lambda o: o.post("/account/password", data=CHANGE)
+        )
+        # Only the owner's session is left: in Redis, and as each cookie sees it.
+        assert len(user_session_keys(redis, user_id)) == 1, (n, codes)
+        assert (await owner.get("/")).status_code == 200
+        await owner.aclose()
+        await signed_out_everywhere(clients, (n, codes))
 
 
 async def test_sign_ins_in_flight_never_outlive_the_deletion_of_the_account(
     app: Starlette, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Sign-ins with the right password are past the hash check when the owner deletes the
-    account: none may leave a session for the deleted account."""
-    attackers = 4
+    """The same, when the owner deletes the account: no session may name it afterwards."""
     for n in range(ROUNDS):
         email = f"leaving{n}@example.com"
-        async with make_client(app) as owner:
-            assert (await signup(owner, email=email)).status_code == 303
-            user = await User.find_one({"email": email})
-            assert user is not None
-            gate = Gate(attackers)
-            gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
-            clients = [make_client(app) for _ in range(attackers)]
-            tasks = await race([login(c, email=email) for c in clients])
-            await gate.wait_for_all()
-            assert (await owner.post("/account/delete", data={"confirm": email})).status_code == 303
-            gate.open.set()
-            codes = [r.status_code for r in await asyncio.gather(*tasks)]
-            monkeypatch.undo()
-            assert user_session_keys(redis, str(user.id)) == [], (n, codes)
-            for c in clients:
-                assert (await c.get("/")).status_code == 303, (n, codes)
-                await c.aclose()
+        user_id, owner, clients, codes = await held_sign_ins(
+            app, monkeypatch, email, 4, lambda o, e=email: o.post("/account/delete", data={"confirm": e})
+        )
+        await owner.aclose()
+        assert user_session_keys(redis, user_id) == [], (n, codes)
+        await signed_out_everywhere(clients, (n, codes))
 
 
 async def test_sign_ins_racing_a_password_change_freely(app: Starlette, redis: Redis) -> None:
