@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -326,6 +327,38 @@ async def test_a_deletion_that_fails_half_way_is_finished_by_a_retry(
         assert r.status_code == 303 and r.headers["location"] == "/signup", r.text
     assert_only_the_tombstone(redis, uid, "ada@example.com")
     assert await User.find_one({"email": "ada@example.com"}) is None
+    assert await Event.find({"user_id": uid}).count() == 0
+
+
+async def test_requests_under_way_at_deletion_leave_no_activity_behind(
+    client: httpx.AsyncClient, app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong-password sign-in has found the account when it is deleted; its failure is logged
+    after the deletion has finished. Its event must not outlive the account (any worker may
+    write it, so the deletion cannot simply wait for it)."""
+    await signup(client)
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None
+    uid = str(user.id)
+    passwords = app.state.services.passwords
+    checked, proceed = asyncio.Event(), asyncio.Event()
+    real = passwords.verify
+
+    async def held(*args: object, **kwargs: object) -> object:
+        result = await real(*args, **kwargs)
+        checked.set()
+        await asyncio.wait_for(proceed.wait(), WITHIN)
+        return result
+
+    monkeypatch.setattr(passwords, "verify", held)
+    async with make_client(app) as guesser:
+        attempt = asyncio.create_task(login(guesser, password="a wrong guess"))
+        await asyncio.wait_for(checked.wait(), WITHIN)
+        monkeypatch.undo()
+        assert (await client.post("/account/delete", data={"confirm": "ada@example.com"})).status_code == 303
+        proceed.set()
+        assert (await attempt).status_code == 401
+    await app.state.services.activity.flush()
     assert await Event.find({"user_id": uid}).count() == 0
 
 

@@ -21,6 +21,7 @@ from bson.errors import InvalidId
 from pydantic import Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from web.auth.users import User
 from web.sessions.agent import browser_label
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,25 @@ class ActivityLog:
                     log.warning("activity: %d events wait for MongoDB: %r", len(batch), exc)
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 30.0)
+            await self._drop_orphans(batch)
             for _ in batch:
                 self.queue.task_done()
+
+    async def _drop_orphans(self, batch: list[Event]) -> None:
+        """Delete what was just written for accounts that are gone: a request under way when
+        its account was deleted may log after the deletion's own purge, in any worker. (The
+        deletion purges after removing the account, and this check runs after writing: one of
+        the two sees the other's work.)"""
+        ids = {event.user_id for event in batch}
+        try:
+            found = User.get_pymongo_collection().find(
+                {"_id": {"$in": [ObjectId(i) for i in ids]}}, {"_id": 1}
+            )
+            gone = ids - {str(doc["_id"]) async for doc in found}
+            if gone:
+                await Event.get_pymongo_collection().delete_many({"user_id": {"$in": sorted(gone)}})
+        except Exception as exc:  # MongoDB away: these events stay until their TTL
+            log.warning("activity: could not check %d accounts for deletion: %r", len(ids), exc)
 
 
 async def page(user_id: str, before: str | None, size: int = 20) -> tuple[list[Event], str | None]:

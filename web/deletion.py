@@ -13,7 +13,7 @@ signed-in session for a deleted account, and leaves the owner a way to try again
    the owner signs in again.
 4. MongoDB: the account itself (its address is free again).
 5. Redis, the same script again: a session that a sign-in racing steps 3 and 4 made, and a
-   last bump for a sign-in that read the epoch between them.
+   last bump for a sign-in that read the epoch between them. Then the activity once more.
 
 Every step can run again: a retry finishes the job.
 """
@@ -38,10 +38,16 @@ async def delete_account(request: Request, session: Session, user: User) -> None
     await svc.mail.forget(email, keep=(goodbye,))
     await svc.tokens.delete_all(user_id)
     await svc.throttle.forget(email, user_id)
-    await svc.activity.flush()  # events still queued for this account land before they go
-    await activity.forget(user_id)
+    await forget_activity(request, user_id)
     await end_sessions(request, user_id, reason="deleted", forget=True)
     await session.destroy()
     await user.delete()
     await end_sessions(request, user_id, reason="deleted", forget=True)
+    # Again: events of requests that were under way (a failed sign-in, say) may have come since.
+    await forget_activity(request, user_id)
     audit("account_deleted", ip=None, user_id=user_id)
+
+
+async def forget_activity(request: Request, user_id: str) -> None:
+    await services(request).activity.flush()  # events still queued for the account land first
+    await activity.forget(user_id)
