@@ -141,7 +141,9 @@ def _wait_until_listening(server: Server, log_path: Path | None) -> None:
     )
 
 
-def spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | None) -> Server:
+def spawn(
+    name: str, argv: list[str], port: int, url: str, log_path: Path | None, *, watches_parent: bool = False
+) -> Server:
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed by Server.stop
     process = subprocess.Popen(
         argv,
@@ -149,7 +151,7 @@ def spawn(name: str, argv: list[str], port: int, url: str, log_path: Path | None
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         # PDEATHSIG fires when the spawning *thread* ends: servers are started from the main thread.
-        preexec_fn=die_with(os.getpid()),
+        preexec_fn=None if watches_parent else die_with(os.getpid()),
         # Own process group: a Ctrl-C meant for the app must not kill the servers before the
         # app has finished with them; the app stops them itself, in order.
         start_new_session=True,
@@ -208,8 +210,14 @@ def start_mongo(
     scratch = None if data_dir else Path(tempfile.mkdtemp(prefix="web-secantusd-"))
     config = (private_dir(data_dir) if data_dir else scratch or Path()) / "secantusd.toml"
     config.touch(mode=0o600)
+    mongo_binary()  # installed?
+    # Through web.mongo_child, which stops it when the app dies (see there), not a death signal.
     argv = [
-        mongo_binary(),
+        sys.executable,
+        "-m",
+        "web.mongo_child",
+        str(os.getpid()),
+        str(port),
         "--config",
         str(config),
         "--host",
@@ -224,6 +232,8 @@ def start_mongo(
     else:
         # Sync each commit: a user who just signed up must survive a crash of the app.
         argv += ["--storage-path", str(data_dir.resolve()), "--sync-on-commit"]
-    server = spawn("mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path)
+    server = spawn(
+        "mongodb", argv, port, f"mongodb://127.0.0.1:{port}/{database}", log_path, watches_parent=True
+    )
     server.scratch = scratch
     return server
