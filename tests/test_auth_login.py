@@ -9,10 +9,11 @@ import pytest
 from redis import Redis
 from starlette.applications import Starlette
 
-from tests.conftest import HX, login, make_client, session_keys, set_session_cookie, signup
+from tests.conftest import HX, login, make_client, running, session_keys, set_session_cookie, signup
 from web.auth.users import User
 from web.services import Services
 from web.sessions.store import index_key, session_key
+from web.settings import Settings
 
 
 def cookie_value(response: httpx.Response) -> str:
@@ -185,3 +186,25 @@ async def test_stored_hash_with_old_rounds_is_upgraded_on_login(
     client.cookies.clear()
     assert (await login(client, password="not the right password")).status_code == 401
     assert (await login(client)).status_code == 303
+
+
+async def test_the_blank_sign_in_page_is_rendered_once_per_app_and_only_when_blank(
+    settings: Settings, redis: Redis
+) -> None:
+    """The empty sign-in form comes from memory after the first request: each app its own (their
+    settings differ), and never when the page carries something of the visitor's."""
+    async with (
+        running(settings, remember_absolute_timeout=3 * 86400) as a,
+        running(settings, remember_absolute_timeout=5 * 86400) as b,
+    ):
+        for app, days in ((a, "Up to 3 days"), (b, "Up to 5 days")):
+            async with make_client(app) as visitor:
+                first, again = (await visitor.get("/login")).text, (await visitor.get("/login")).text
+                assert days in first and first == again
+                fragment = await visitor.get("/login", headers=HX)
+                assert days in fragment.text and "<html" not in fragment.text
+                wrong = await login(visitor, password="not the password")
+                assert wrong.status_code == 401 and "Invalid email or password" in wrong.text
+        async with make_client(a) as ada:
+            await signup(ada)
+            assert (await ada.get("/login")).status_code == 303  # signed in: not the form at all

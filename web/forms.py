@@ -86,13 +86,24 @@ def form_page(
     status: int = 200,
     headers: dict[str, str] | None = None,
     oob: tuple[str, ...] = (),
+    anonymous_and_blank: bool = False,
     **extra: Any,
 ) -> Response:
-    """A form page, or just its form (and any `oob` partials) for htmx; never a password."""
+    """A form page, or just its form (and any `oob` partials) for htmx; never a password.
+    anonymous_and_blank: see render()."""
     values = {k: v for k, v in values.items() if "password" not in k}
     context = {"values": values, "errors": errors or {}, "message": message, "notice": notice, **extra}
     block = "form" if is_htmx(request) else None
-    return render(request, template, context, block=block, oob=oob, status=status, headers=headers)
+    return render(
+        request,
+        template,
+        context,
+        block=block,
+        oob=oob,
+        status=status,
+        headers=headers,
+        anonymous_and_blank=anonymous_and_blank,
+    )
 
 
 class FormPage(Protocol):

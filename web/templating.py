@@ -191,8 +191,14 @@ def render(
     oob: tuple[str, ...] = (),
     status: int = 200,
     headers: Mapping[str, str] | None = None,
+    anonymous_and_blank: bool = False,
 ) -> Response:
-    """Render a page, or only `block` of it, plus `oob` blocks of base.html (out of band)."""
+    """Render a page, or only `block` of it, plus `oob` blocks of base.html (out of band).
+
+    anonymous_and_blank: the caller vouches that this is a page for a visitor who is not signed
+    in, with nothing of theirs in it (an empty sign-in form): the same for everyone who gets it
+    from this app, so it is rendered once per app and context, then served from memory.
+    """
     # Only a session some handler already loaded: rendering never costs a Redis round trip.
     session = request.scope.get("session")
     if session is None or not session.loaded:
@@ -205,10 +211,31 @@ def render(
         "oob": False,
     }
     ctx.update(context or {})
+    if not anonymous_and_blank or ctx["user"] is not None:
+        return Page(_html(template, ctx, block, oob), status, headers)
+    # Per app: another app in the same process (tests) may have other settings in its pages.
+    pages: dict[str, str] | None = getattr(request.app.state, "blank_pages", None)
+    if pages is None:
+        pages = request.app.state.blank_pages = {}
+    key = repr(
+        (template, block, oob, sorted((k, v) for k, v in ctx.items() if k not in ("request", "session")))
+    )
+    html = pages.get(key)
+    if html is None:
+        html = _html(template, ctx, block, oob)
+        if len(pages) < BLANK_PAGES_MAX:  # a bound, should a caller vouch for what varies
+            pages[key] = html
+    return Page(html, status, headers)
+
+
+BLANK_PAGES_MAX = 64
+
+
+def _html(template: str, ctx: dict[str, Any], block: str | None, oob: tuple[str, ...]) -> str:
     tmpl = env.get_template(template)
     html = "".join(tmpl.blocks[block](tmpl.new_context(ctx))) if block else tmpl.render(ctx)
     if oob:
         # htmx swaps these by id elsewhere in the page (e.g. the navbar after a sign-out).
         base = env.get_template("base.html")
         html += "".join("".join(base.blocks[name](base.new_context({**ctx, "oob": True}))) for name in oob)
-    return Page(html, status, headers)
+    return html

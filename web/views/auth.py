@@ -62,7 +62,10 @@ async def login_page(request: Request) -> Response:
         return redirect(request, "home")
     # A reset or a confirmed address ends here, with its message in the session (if any).
     notice = take_flash(session)
-    return form_page(request, LOGIN_PAGE, values={"email": ""}, notice=notice)
+    # The most fetched page of all, the same for every visitor with no notice: rendered once.
+    return form_page(
+        request, LOGIN_PAGE, values={"email": ""}, notice=notice, anonymous_and_blank=notice is None
+    )
 
 
 async def login(request: Request) -> Response:
@@ -265,7 +268,15 @@ async def signup_page(request: Request) -> Response:
         return redirect(request, "home")
     empty = {"first_name": "", "last_name": "", "email": ""}
     min_length = services(request).passwords.min_length
-    return form_page(request, SIGNUP_PAGE, values=empty, notice=take_flash(session), min_length=min_length)
+    notice = take_flash(session)
+    return form_page(
+        request,
+        SIGNUP_PAGE,
+        values=empty,
+        notice=notice,
+        min_length=min_length,
+        anonymous_and_blank=notice is None,
+    )
 
 
 async def signup(request: Request) -> Response:
