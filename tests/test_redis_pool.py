@@ -1,12 +1,16 @@
-"""The Redis connection pool's fast lane (web/redis.py): callers beyond its size still get served."""
+"""The Redis connection pool (web/redis.py): its fast lane serves callers beyond its size, and
+the script calls of one turn of the event loop share one pipeline without mixing up replies."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from web.redis import POOL_SIZE, Pool, connect_redis
+from web.redis import POOL_SIZE, Pool, Script, connect_redis
 from web.settings import Settings
 
 
@@ -31,5 +35,102 @@ async def test_pool_wakes_every_caller_beyond_its_size(settings: Settings) -> No
                 POOL_SIZE,
             )
             await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+# -- the pipelining of one turn (Batcher) ----------------------------------------------------
+
+ECHO = "if KEYS[1] == 'bad' then return redis.error_reply('bad key') end return redis.call('GET', KEYS[1])"
+
+
+def connected(pool: Pool) -> int:
+    return sum(c.is_connected for c in [*pool._available_connections, *pool._in_use_connections])
+
+
+async def test_script_calls_of_one_turn_share_one_connection_and_each_gets_its_own_reply(
+    settings: Settings, redis: SyncRedis
+) -> None:
+    """50 callers at once: one connection carries them all (redis-py alone opens one per
+    caller), and each caller gets the value of its own key, not a neighbour's."""
+    assert settings.redis_url
+    redis.mset({f"k{i}": f"v{i}" for i in range(50)})
+    client = connect_redis(settings.redis_url, cluster=False)
+    assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
+    script = Script(client, ECHO)
+    try:
+        for _ in range(3):
+            async with asyncio.timeout(10):
+                replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(50)))
+            assert replies == [f"v{i}" for i in range(50)]
+            assert connected(client.connection_pool) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_an_error_reply_reaches_only_its_caller(settings: Settings, redis: SyncRedis) -> None:
+    """A script error, and NOSCRIPT after SCRIPT FLUSH, in the middle of a batch: the failing
+    call raises, the others are answered, and the replies after it are not shifted."""
+    assert settings.redis_url
+    redis.mset({f"k{i}": f"v{i}" for i in range(10)})
+    client = connect_redis(settings.redis_url, cluster=False)
+    script = Script(client, ECHO)
+    try:
+        for flush in (False, True):
+            if flush:
+                redis.script_flush()  # every call of the batch gets NOSCRIPT and falls back to EVAL
+            keys = [*(f"k{i}" for i in range(5)), "bad", *(f"k{i}" for i in range(5, 10))]
+            async with asyncio.timeout(10):
+                replies = await asyncio.gather(*(script([k], []) for k in keys), return_exceptions=True)
+            assert isinstance(replies[5], ResponseError) and "bad key" in str(replies[5])
+            assert replies[:5] + replies[6:] == [f"v{i}" for i in range(10)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_broken_connection_is_tried_once_more(
+    settings: Settings, redis: SyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis closed the pooled connection (a restart, a timeout on its side) after the pool
+    handed it out: the batch goes out again on a new connection instead of failing its callers."""
+    assert settings.redis_url
+    redis.set("k", "v")
+    client = connect_redis(settings.redis_url, cluster=False)
+    assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
+
+    async def as_it_is(connection: object) -> None:  # no check on the way out: the write finds it
+        return None
+
+    monkeypatch.setattr(client.connection_pool, "ensure_connection", as_it_is)
+    script = Script(client, ECHO)
+    try:
+        for _ in range(3):
+            assert await script(["k"], []) == "v"
+            assert redis.client_kill_filter(_type="normal", skipme=True) >= 1
+            async with asyncio.timeout(10):
+                assert await asyncio.gather(*(script(["k"], []) for _ in range(5))) == ["v"] * 5
+    finally:
+        await client.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
+    settings: Settings, redis: SyncRedis
+) -> None:
+    """A request cancelled while its command is on the way: its reply is read and dropped, so the
+    connection's next replies still go to the right callers."""
+    assert settings.redis_url
+    redis.mset({f"k{i}": f"v{i}" for i in range(6)})
+    client = connect_redis(settings.redis_url, cluster=False)
+    script = Script(client, ECHO)
+    try:
+        for _ in range(5):
+            calls = [asyncio.ensure_future(script([f"k{i}"], [])) for i in range(6)]
+            await asyncio.sleep(0)  # every call is queued for this turn's batch
+            calls[2].cancel()
+            async with asyncio.timeout(10):
+                replies = await asyncio.gather(*calls, return_exceptions=True)
+            assert isinstance(replies[2], asyncio.CancelledError)
+            assert replies[:2] + replies[3:] == ["v0", "v1", "v3", "v4", "v5"]
+            assert await script(["k5"], []) == "v5"
     finally:
         await client.aclose()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Redis | RedisCluster
 log = logging.getLogger(__name__)
@@ -19,6 +22,87 @@ log = logging.getLogger(__name__)
 # Short timeouts: when Redis is down, the user hears so within about a second.
 TIMEOUT_S = 1.0
 POOL_SIZE = 100
+
+
+Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]  # a command's arguments, and its caller's answer
+
+
+class Batcher:
+    """The commands that callers send in one turn of the event loop go to Redis as one pipeline.
+
+    Under load, many requests reach their Redis call in the same turn of the event loop. Sent
+    one by one through the client, each pays for a connection from the pool, a write, a wakeup
+    for its reply, and redis-py's per-command bookkeeping (retry wrapper, timers, hooks): that
+    fixed cost was about half of a signed-in page's CPU. Here the commands of one turn are
+    written together on one connection and the replies read in order, each handed to its caller.
+    Each command is still atomic on its own, and nothing ties them together (no MULTI): an error
+    reply, NOSCRIPT say, reaches only its own caller. Commands that a broken connection left
+    unanswered are sent once more on another connection, as the client's Retry(..., 1) would.
+    Alone on the loop, a call costs a few per cent more CPU than the client's own.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.pending: list[Call] = []
+        self.sending: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if not self.pending:
+            loop.call_soon(self._flush)  # after the callbacks already due in this turn
+        future = loop.create_future()
+        self.pending.append((args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        task = asyncio.ensure_future(self._send(batch))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _send(self, batch: list[Call]) -> None:
+        try:
+            left = await self._exchange(batch, last=False)
+            if left:
+                await self._exchange(left, last=True)
+        except BaseException as exc:  # cancelled, or a bug: no caller may wait for ever
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            raise
+
+    async def _exchange(self, batch: list[Call], *, last: bool) -> list[Call]:
+        """Answer every call of the batch; return those a broken connection left unanswered."""
+        answered = 0
+        try:
+            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                packed = connection.pack_commands(args for args, _ in batch)
+                await connection.send_packed_command(packed, check_health=False)
+                for _, future in batch:
+                    try:
+                        reply = await connection.read_response()
+                    except ResponseError as exc:  # this command's own error; the stream is intact
+                        reply = exc
+                    answered += 1
+                    if not future.done():  # its caller may have given up
+                        if isinstance(reply, ResponseError):
+                            future.set_exception(reply)
+                        else:
+                            future.set_result(reply)
+            finally:
+                await self.pool.release(connection)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if not last:
+                return batch[answered:]
+            for _, future in batch[answered:]:
+                if not future.done():
+                    future.set_exception(exc)
+        return []
 
 
 class Pool(BlockingConnectionPool):
@@ -32,6 +116,10 @@ class Pool(BlockingConnectionPool):
     """
 
     waiting = 0  # callers inside the base class's get_connection()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batcher = Batcher(self)
 
     async def get_connection(self) -> AbstractConnection:  # type: ignore[override]
         if self._available_connections and not self.waiting and not self._in_maintenance:
@@ -94,6 +182,8 @@ class Script:
         # Writes that must survive a failover wait until this many replicas have them.
         self.replicas = replicas
         self.timeout_ms = timeout_ms
+        # Connections from our pools (not a cluster's) take part in the pipelining of one turn.
+        self.batcher: Batcher | None = getattr(getattr(redis, "connection_pool", None), "batcher", None)
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         if self.replicas and isinstance(self.redis, Redis):
@@ -118,6 +208,11 @@ class Script:
                 )
             return result
         try:
-            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await self._run("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await self.redis.eval(self.source, len(keys), *keys, *args)
+            return await self._run("EVAL", self.source, len(keys), *keys, *args)
+
+    async def _run(self, *command: Any) -> Any:
+        if self.batcher is not None:
+            return await self.batcher.call(*command)
+        return await self.redis.execute_command(*command)

@@ -48,7 +48,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import NoBackoff
 
-from web.redis import POOL_SIZE, TIMEOUT_S
+from web.redis import POOL_SIZE, TIMEOUT_S, Batcher
 
 log = logging.getLogger("web")
 
@@ -217,6 +217,7 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
         self.next_check = 0.0
+        self.batcher = Batcher(self)
 
     async def get_connection(
         self, command_name: Any = None, *keys: Any, **options: Any
