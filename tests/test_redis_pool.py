@@ -4,12 +4,14 @@ the script calls of one turn of the event loop share one pipeline without mixing
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from web.errors import REDIS_DOWN
 from web.redis import POOL_SIZE, Pool, Script, connect_redis
 from web.settings import Settings
 
@@ -133,4 +135,36 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies(
             assert replies[:2] + replies[3:] == ["v0", "v1", "v3", "v4", "v5"]
             assert await script(["k5"], []) == "v5"
     finally:
+        await client.aclose()
+
+
+async def test_a_redis_that_stops_answering_fails_its_callers_in_time_as_an_outage(
+    settings: Settings, redis: SyncRedis
+) -> None:
+    """Redis accepts commands but answers none for 3 s (CLIENT PAUSE): the callers get an error
+    the app shows as an outage (503) within the timeouts, about 1 s and the one retry, not
+    after 3 s; and the late replies, once Redis answers again, go to nobody."""
+    assert settings.redis_url
+    redis.mset({f"k{i}": f"v{i}" for i in range(5)})
+    client = connect_redis(settings.redis_url, cluster=False)
+    script = Script(client, ECHO)
+    try:
+        assert await script(["k0"], []) == "v0"  # the script is loaded: EVALSHA alone pauses
+        redis.client_pause(3000, all=True)
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(5)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, REDIS_DOWN) for r in replies), replies
+        assert elapsed < 2.8, elapsed
+        async with asyncio.timeout(10):
+            while True:  # until the pause is over
+                try:
+                    again = await asyncio.gather(*(script([f"k{i}"], []) for i in range(5)))
+                    break
+                except REDIS_DOWN:
+                    continue
+        assert again == [f"v{i}" for i in range(5)]
+    finally:
+        redis.client_unpause()
         await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -78,14 +79,16 @@ class Batcher:
     async def _exchange(self, batch: list[Call], *, last: bool) -> list[Call]:
         """Answer every call of the batch; return those a broken connection left unanswered."""
         answered = 0
+        connection: AbstractConnection | None = None
         try:
-            connection: AbstractConnection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
+            # One timer for the whole exchange, connecting included, rather than one per reply.
+            async with asyncio.timeout(self.pool.connection_kwargs.get("socket_timeout")):
+                connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
                 packed = connection.pack_commands(args for args, _ in batch)
                 await connection.send_packed_command(packed, check_health=False)
                 for _, future in batch:
                     try:
-                        reply = await connection.read_response()
+                        reply = await connection.read_response(timeout=math.inf)  # the timer above
                     except ResponseError as exc:  # this command's own error; the stream is intact
                         reply = exc
                     answered += 1
@@ -94,15 +97,30 @@ class Batcher:
                             future.set_exception(reply)
                         else:
                             future.set_result(reply)
-            finally:
-                await self.pool.release(connection)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # TimeoutError is an OSError
             if not last:
                 return batch[answered:]
+            failure = _as_redis_error(exc)
             for _, future in batch[answered:]:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
+        finally:
+            if connection is not None:
+                await self.pool.release(connection)
         return []
+
+
+def _as_redis_error(exc: Exception) -> Exception:
+    """What redis-py itself raises for a timeout or a socket error: the app's outage errors."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return exc
+    error: Exception
+    if isinstance(exc, TimeoutError):
+        error = RedisTimeoutError("Timeout talking to Redis")
+    else:
+        error = RedisConnectionError(f"Error talking to Redis: {exc!r}")
+    error.__cause__ = exc
+    return error
 
 
 class Pool(BlockingConnectionPool):
