@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from web.errors import REDIS_DOWN
-from web.redis import POOL_SIZE, Pool, Script, connect_redis
+from web.redis import MAX_BATCH, POOL_SIZE, Pool, Script, connect_redis
 from web.settings import Settings
 
 
@@ -50,22 +50,23 @@ def connected(pool: Pool) -> int:
     return sum(c.is_connected for c in [*pool._available_connections, *pool._in_use_connections])
 
 
-async def test_script_calls_of_one_turn_share_one_connection_and_each_gets_its_own_reply(
+async def test_script_calls_of_one_turn_share_a_connection_and_each_gets_its_own_reply(
     settings: Settings, redis: SyncRedis
 ) -> None:
-    """50 callers at once: one connection carries them all (redis-py alone opens one per
-    caller), and each caller gets the value of its own key, not a neighbour's."""
+    """Callers at once: one connection carries each MAX_BATCH of them (redis-py alone opens one
+    per caller), and each caller gets the value of its own key, not a neighbour's."""
     assert settings.redis_url
-    redis.mset({f"k{i}": f"v{i}" for i in range(50)})
+    redis.mset({f"k{i}": f"v{i}" for i in range(200)})
     client = connect_redis(settings.redis_url, cluster=False)
     assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
     script = Script(client, ECHO)
     try:
-        for _ in range(3):
+        # 50 callers: one pipeline. 200: four (64 + 64 + 64 + 8), on as many connections.
+        for callers, connections in ((50, 1), (50, 1), (200, -(-200 // MAX_BATCH))):
             async with asyncio.timeout(10):
-                replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(50)))
-            assert replies == [f"v{i}" for i in range(50)]
-            assert connected(client.connection_pool) == 1
+                replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(callers)))
+            assert replies == [f"v{i}" for i in range(callers)]
+            assert connected(client.connection_pool) == connections
     finally:
         await client.aclose()
 

@@ -26,6 +26,9 @@ POOL_SIZE = 100
 
 
 Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]  # a command's arguments, and its caller's answer
+# Commands per pipeline. One socket timeout covers a whole exchange, so it must stay small
+# enough for Redis to answer it all well within that time even when busy.
+MAX_BATCH = 64
 
 
 class Batcher:
@@ -39,6 +42,7 @@ class Batcher:
     Each command is still atomic on its own, and nothing ties them together (no MULTI): an error
     reply, NOSCRIPT say, reaches only its own caller. Commands that a broken connection left
     unanswered are sent once more on another connection, as the client's Retry(..., 1) would.
+    One socket timeout covers an exchange (MAX_BATCH commands at most) instead of each reply.
     Alone on the loop, a call costs a few per cent more CPU than the client's own.
     """
 
@@ -53,10 +57,14 @@ class Batcher:
             loop.call_soon(self._flush)  # after the callbacks already due in this turn
         future = loop.create_future()
         self.pending.append((args, future))
+        if len(self.pending) >= MAX_BATCH:
+            self._flush()
         return future
 
     def _flush(self) -> None:
         batch, self.pending = self.pending, []
+        if not batch:
+            return
         task = asyncio.ensure_future(self._send(batch))
         self.sending.add(task)
         task.add_done_callback(self.sending.discard)
