@@ -9,7 +9,7 @@ import time
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from web.errors import REDIS_DOWN
 from web.redis import MAX_BATCH, POOL_SIZE, Pool, Script, connect_redis
@@ -168,4 +168,24 @@ async def test_a_redis_that_stops_answering_fails_its_callers_in_time_as_an_outa
         assert again == [f"v{i}" for i in range(5)]
     finally:
         redis.client_unpause()
+        await client.aclose()
+
+
+async def test_an_argument_redis_cannot_take_fails_only_its_caller(
+    settings: Settings, redis: SyncRedis
+) -> None:
+    """A None among the arguments (a caller's bug) in the middle of a batch: that call raises
+    redis-py's DataError, as it would alone, and the calls around it are answered."""
+    assert settings.redis_url
+    redis.mset({"k0": "v0", "k2": "v2"})
+    client = connect_redis(settings.redis_url, cluster=False)
+    script = Script(client, ECHO)
+    try:
+        async with asyncio.timeout(10):
+            replies = await asyncio.gather(
+                script(["k0"], []), script(["k1"], [None]), script(["k2"], []), return_exceptions=True
+            )
+        assert replies[0] == "v0" and replies[2] == "v2"
+        assert isinstance(replies[1], DataError)
+    finally:
         await client.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -14,7 +13,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Redis | RedisCluster
@@ -26,8 +25,8 @@ POOL_SIZE = 100
 
 
 Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]  # a command's arguments, and its caller's answer
-# Commands per pipeline. One socket timeout covers a whole exchange, so it must stay small
-# enough for Redis to answer it all well within that time even when busy.
+# Commands per pipeline: a timer covers each exchange, connecting included, so an exchange must
+# stay small enough for a busy Redis to answer it well within the socket timeout.
 MAX_BATCH = 64
 
 
@@ -40,19 +39,22 @@ class Batcher:
     fixed cost was about half of a signed-in page's CPU. Here the commands of one turn are
     written together on one connection and the replies read in order, each handed to its caller.
     Each command is still atomic on its own, and nothing ties them together (no MULTI): an error
-    reply, NOSCRIPT say, reaches only its own caller. Commands that a broken connection left
-    unanswered are sent once more on another connection, as the client's Retry(..., 1) would.
-    One socket timeout covers an exchange (MAX_BATCH commands at most) instead of each reply.
-    Alone on the loop, a call costs a few per cent more CPU than the client's own.
+    reply (NOSCRIPT, say) or an argument that cannot be sent reaches only its own caller.
+    Commands that a broken connection left unanswered are sent once more on another
+    connection, as the client's Retry(..., 1) would. Each reply is read by redis-py itself, with
+    its socket timeout; one more timer bounds the whole exchange, connecting included.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         self.pending: list[Call] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.sending: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # first use, or a loop that stopped with calls queued
+            self.loop, self.pending = loop, []
         if not self.pending:
             loop.call_soon(self._flush)  # after the callbacks already due in this turn
         future = loop.create_future()
@@ -86,36 +88,48 @@ class Batcher:
 
     async def _exchange(self, batch: list[Call], *, last: bool) -> list[Call]:
         """Answer every call of the batch; return those a broken connection left unanswered."""
+        sent = batch  # until packed: a failure to connect leaves every call unanswered
         answered = 0
         connection: AbstractConnection | None = None
         try:
-            # One timer for the whole exchange, connecting included, rather than one per reply.
             async with asyncio.timeout(self.pool.connection_kwargs.get("socket_timeout")):
                 connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-                packed = connection.pack_commands(args for args, _ in batch)
-                await connection.send_packed_command(packed, check_health=False)
-                for _, future in batch:
+                packed: list[bytes] = []
+                sent = []
+                for call in batch:
                     try:
-                        reply = await connection.read_response(timeout=math.inf)  # the timer above
+                        packed += connection.pack_command(*call[0])
+                    except DataError as exc:  # an argument Redis cannot take: that caller's bug
+                        _settle(call[1], exc)
+                        continue
+                    sent.append(call)
+                await connection.send_packed_command(packed, check_health=False)
+                for _, future in sent:
+                    try:
+                        reply = await connection.read_response()
                     except ResponseError as exc:  # this command's own error; the stream is intact
                         reply = exc
                     answered += 1
-                    if not future.done():  # its caller may have given up
-                        if isinstance(reply, ResponseError):
-                            future.set_exception(reply)
-                        else:
-                            future.set_result(reply)
+                    _settle(future, reply)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # TimeoutError is an OSError
             if not last:
-                return batch[answered:]
+                return sent[answered:]
             failure = _as_redis_error(exc)
-            for _, future in batch[answered:]:
-                if not future.done():
-                    future.set_exception(failure)
+            for _, future in sent[answered:]:
+                _settle(future, failure)
         finally:
             if connection is not None:
                 await self.pool.release(connection)
         return []
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():  # its caller gave up
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _as_redis_error(exc: Exception) -> Exception:

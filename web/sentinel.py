@@ -237,7 +237,8 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     async def release(self, connection: AbstractConnection) -> None:
         address = (connection.host, connection.port) if isinstance(connection, MasterConnection) else None
         if address and connection.is_connected and self.master_address not in (None, address):
-            await connection.disconnect()
+            # nowait: a close that times out must not keep the connection counted as in use.
+            await connection.disconnect(nowait=True)
         await super().release(connection)
 
 
