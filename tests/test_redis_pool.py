@@ -189,3 +189,22 @@ async def test_an_argument_redis_cannot_take_fails_only_its_caller(
         assert isinstance(replies[1], DataError)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 1, "s:{abcd}x", 1764547200123, 0),
+        ("EVAL", "return 1", 0),
+        ("EVALSHA", "b" * 40, 2, "é ünïcode", b"\xff\x00raw", -7, 1.5, 10**20, ""),
+    ],
+)
+def test_the_batcher_writes_each_command_as_redis_py_would(args: tuple[object, ...]) -> None:
+    """Its own packer (under half of redis-py's time) writes the same bytes, and refuses what
+    redis-py refuses with the same error."""
+    pool = Pool.from_url("redis://127.0.0.1:1/0", decode_responses=True)
+    theirs = b"".join(pool.make_connection().pack_command(*args))
+    assert pool.batcher.pack(args) == theirs
+    for bad in (None, True, object()):
+        with pytest.raises(DataError, match=type(bad).__name__):
+            pool.batcher.pack((*args, bad))

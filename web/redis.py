@@ -50,6 +50,28 @@ class Batcher:
         self.pending: list[Call] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sending: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+        self.encoder = pool.get_encoder()  # type: ignore[no-untyped-call]
+        self.encoding = (self.encoder.encoding, self.encoder.encoding_errors)
+
+    def pack(self, args: tuple[Any, ...]) -> bytes:
+        """One command in RESP, as redis-py's pack_command writes it, in under half the time.
+
+        The types the app sends (str, int, bytes) are written here; any other goes through
+        redis-py's own encoder, so that a float is written as it would be, and a bool or None
+        raises the same DataError. The command's name must be one word (EVALSHA, not SCRIPT LOAD).
+        """
+        encoding, errors = self.encoding
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            kind = type(arg)
+            if kind is str:
+                arg = arg.encode(encoding, errors)
+            elif kind is int:
+                arg = b"%d" % arg
+            elif kind is not bytes:
+                arg = self.encoder.encode(arg)
+            out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+        return b"".join(out)
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -98,7 +120,7 @@ class Batcher:
                 sent = []
                 for call in batch:
                     try:
-                        packed += connection.pack_command(*call[0])
+                        packed.append(self.pack(call[0]))
                     except DataError as exc:  # an argument Redis cannot take: that caller's bug
                         _settle(call[1], exc)
                         continue

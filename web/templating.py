@@ -145,6 +145,9 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     auto_reload=False,
+    # A plain dict: Jinja's default LRU cache takes a lock on every lookup, twice a page (the
+    # page, the base it extends); the templates are a fixed set, all loaded at start-up.
+    cache_size=-1,
 )
 # Only what the templates use: Jinja's defaults (range, lipsum, cycler, …) would be copied into
 # every render's context.
