@@ -130,3 +130,33 @@ def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:
     assert real_client("10.0.0.2", "1.2.3.4, 198.51.100.1, 10.0.0.7", proxies) == "198.51.100.1"
     assert real_client("10.0.0.2", "garbage", proxies) == "10.0.0.2"
     assert real_client("10.0.0.2", "198.51.100.1", ()) == "10.0.0.2"
+
+
+async def test_the_middleware_reads_every_forwarded_for_line_of_a_trusted_proxy() -> None:
+    """A proxy chain may send X-Forwarded-For on several lines: they make one list, read from the
+    end, and the client is the last hop that no trusted proxy added; an untrusted peer's lines
+    count for nothing."""
+    import ipaddress
+
+    seen: list[str] = []
+
+    async def who(request: Request) -> Response:
+        assert request.client is not None
+        seen.append(request.client.host)
+        return Response("ok")
+
+    app = SecurityMiddleware(
+        Starlette(routes=[Route("/", who)]),
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")),
+        refuse=lambda request, status, message: Response(message, status),
+    )
+    spoofed_first = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.5")]
+    proxied_last = [("X-Forwarded-For", "203.0.113.5, 10.0.0.9"), ("X-Forwarded-For", "10.0.0.7")]
+    trusted = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+    untrusted = httpx.ASGITransport(app=app, client=("192.0.2.9", 1234))
+    async with httpx.AsyncClient(transport=trusted, base_url="http://t") as c:
+        for lines in (spoofed_first, proxied_last):
+            assert (await c.get("/", headers=lines)).status_code == 200
+    async with httpx.AsyncClient(transport=untrusted, base_url="http://t") as c:
+        assert (await c.get("/", headers=spoofed_first)).status_code == 200
+    assert seen == ["203.0.113.5", "203.0.113.5", "192.0.2.9"]

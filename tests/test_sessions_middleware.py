@@ -96,6 +96,28 @@ async def test_unknown_id_is_never_adopted(app: Starlette, redis: Redis) -> None
     assert redis.exists(f"s:{digest(planted)}") == 0
 
 
+def test_cookie_signatures_are_plain_hmac_sha256_so_a_release_keeps_everyone_signed_in() -> None:
+    """Cookies signed by an earlier release (a fresh HMAC per cookie) still verify: the MAC is
+    HMAC-SHA256 of "purpose:value", base64url without padding, under each key; each use starts
+    from the key alone (a reused HMAC would absorb the previous message)."""
+    import base64
+    import hashlib
+    import hmac
+
+    current, retiring = b"k" * 32, b"r" * 32
+    signer = Signer((current, retiring))
+    value = "A" * 43
+
+    def expected(key: bytes, purpose: str) -> str:
+        mac = hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    assert signer.sign(value) == f"{value}.{expected(current, 'session')}"
+    assert signer.sign(value) == f"{value}.{expected(current, 'session')}"  # again: the same
+    assert signer.mac("device", value, retiring) == expected(retiring, "device")
+    assert signer.unsign(f"{value}.{expected(retiring, 'session')}") == (value, False)
+
+
 async def test_rotated_secret_key_still_verifies_and_re_signs(settings: Settings) -> None:
     old_key = settings.secret_keys[0]
     async with running(settings) as app, make_client(app) as client:

@@ -156,13 +156,19 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        # The two headers read on every request, in one pass over them (as Starlette reads them).
+        forwarded_for: list[str] = []
+        length = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded_for.append(value.decode("latin-1"))
+            elif name == b"content-length" and not length:
+                length = value.decode("latin-1")
         if self.audit_listener is not None:
             audit_context.set((self.audit_listener, scope))
         if scope.get("client"):
             peer, port = scope["client"]
-            forwarded = ",".join(headers.getlist("x-forwarded-for")) or None
-            scope["client"] = (real_client(peer, forwarded, self.trusted_proxies), port)
+            scope["client"] = (real_client(peer, ",".join(forwarded_for) or None, self.trusted_proxies), port)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -177,7 +183,6 @@ class SecurityMiddleware:
             )
             await response(scope, receive, send_with_headers)
             return
-        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
             response = self.refuse(Request(scope), 413, "That request was too large.")
             await response(scope, receive, send_with_headers)

@@ -220,9 +220,10 @@ def render(
     pages: dict[str, str] | None = getattr(request.app.state, "blank_pages", None)
     if pages is None:
         pages = request.app.state.blank_pages = {}
-    key = repr(
-        (template, block, oob, sorted((k, v) for k, v in ctx.items() if k not in ("request", "session")))
-    )
+    # repr tells 1 from True from "1", as the page would; a dict keeps its (per call site) order.
+    varying = dict(ctx)
+    del varying["request"], varying["session"]
+    key = repr((template, block, oob, varying))
     html = pages.get(key)
     if html is None:
         html = _html(template, ctx, block, oob)

@@ -52,10 +52,16 @@ class Signer:
         if not keys:
             raise ValueError("at least one secret key is needed")
         self.keys = keys
+        # Each key's HMAC with its key already absorbed, copied for each use: every signed-in
+        # request checks a cookie, and a fresh HMAC pays for the key schedule each time.
+        self._keyed = {key: hmac.new(key, digestmod=hashlib.sha256) for key in keys}
 
     def mac(self, purpose: str, value: str, key: bytes | None = None) -> str:
         """A keyed hash of a value for one purpose (cookies, handles, device ids...)."""
-        return _b64(hmac.new(key or self.keys[0], f"{purpose}:{value}".encode(), hashlib.sha256).digest())
+        keyed = self._keyed[key or self.keys[0]]  # only our own keys sign anything
+        h = keyed.copy()
+        h.update(f"{purpose}:{value}".encode())
+        return _b64(h.digest())
 
     def sign(self, value: str, purpose: str = "session") -> str:
         return f"{value}.{self.mac(purpose, value)}"

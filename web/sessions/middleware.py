@@ -37,7 +37,7 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         session_id, current_key = None, True
-        raw = cookie_parser(HTTPConnection(scope).headers.get("cookie", "")).get(self.cookie_name)
+        raw = cookie_parser(_cookie_header(scope)).get(self.cookie_name)
         if raw:
             genuine = self.signer.unsign(raw)
             if genuine:
@@ -70,6 +70,14 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _cookie_header(scope: Scope) -> str:
+    """The first Cookie header, as Starlette's request.headers.get("cookie") reads it."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return ""
 
 
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
