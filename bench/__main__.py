@@ -45,6 +45,7 @@ ROUNDS = 12  # the app's default BCRYPT_ROUNDS
 BCRYPT_SECONDS = 5.0
 SIGN_INS = 8  # timed one after another, alone and during the flood of sign-ups
 PAGES = 100  # signed-in pages fetched to count Redis round trips
+SLICES = 4  # turns per page of the CPU ratios (in_turns)
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 Log = Callable[[str], None]
 
@@ -214,6 +215,46 @@ def sign_in_ms(url: str, form: str, n: int) -> float:
     return statistics.median(times)
 
 
+def in_turns(setup: Setup, args: argparse.Namespace) -> report.Run:
+    """The pages that make the CPU ratios, each measured in SLICES turns of duration / SLICES.
+
+    On a shared machine whose speed drifts over seconds (a cloud VM), back-to-back measurements
+    of 8 s each put the two sides of a ratio in different weather; in turns, both sides see the
+    same. Requests, bytes and CPU time are summed over a page's turns; its latency percentiles
+    are the median of the turns'.
+    """
+    pages = {
+        "minimal": (setup.minimal, "/", []),
+        "ceiling": (setup.ceiling, "/", setup.cookies),
+        "page": (setup.app, "/", setup.cookies),
+        "anonymous": (setup.app, "/login", []),
+    }
+    for server, path, entries in pages.values():
+        wrk.run(server.url, "GET", path, entries, connections=args.connections, seconds=args.warmup)
+    turns: dict[str, list[wrk.Result]] = {name: [] for name in pages}
+    cpu = dict.fromkeys(pages, 0.0)
+    for _ in range(SLICES):
+        for name, (server, path, entries) in pages.items():
+            before = cpu_seconds(server)
+            result = wrk.run(
+                server.url, "GET", path, entries, connections=args.connections, seconds=args.duration / SLICES
+            )
+            turns[name].append(result)
+            cpu[name] += cpu_seconds(server) - before
+    out: report.Run = {}
+    for name, results in turns.items():
+        out[name] = merged = wrk.Result(
+            requests=sum(r.requests for r in results),
+            seconds=sum(r.seconds for r in results),
+            bytes=sum(r.bytes for r in results),
+            p50_ms=statistics.median(r.p50_ms for r in results),
+            p99_ms=statistics.median(r.p99_ms for r in results),
+        )
+        out[f"{name}_cpu_us"] = cpu[name] / max(merged.requests, 1) * 1e6
+        expect_pages(merged, setup.page_bytes[name], f"GET {pages[name][1]} ({pages[name][0].name})")
+    return out
+
+
 def one_run(setup: Setup, args: argparse.Namespace, log: Log) -> report.Run:
     warm, secs, conns = args.warmup, args.duration, args.connections
     out: report.Run = {}
@@ -236,13 +277,10 @@ def one_run(setup: Setup, args: argparse.Namespace, log: Log) -> report.Run:
         else:
             expect_pages(result, setup.page_bytes[name], f"{method} {path} ({server.name})")
 
-    # Each pair that makes a ratio is measured back to back.
     log("POST /login")
     measure("login", setup.app, "POST", "/login", setup.logins, args.login_connections)
-    log("minimal page, ceiling, signed-in GET /")
-    measure("minimal", setup.minimal, "GET", "/", [], conns)
-    measure("ceiling", setup.ceiling, "GET", "/", setup.cookies, conns)
-    measure("page", setup.app, "GET", "/", setup.cookies, conns)
+    log("minimal page, ceiling, signed-in GET /, anonymous GET /login, in turns")
+    out.update(in_turns(setup, args))
     log("GET / while signing in")
     browse = wrk.start(setup.app.url, "GET", "/", setup.cookies, connections=conns, seconds=secs)
     logins = wrk.start(
@@ -251,8 +289,6 @@ def one_run(setup: Setup, args: argparse.Namespace, log: Log) -> report.Run:
     out["loaded_page"], out["loaded_login"] = browse.finish(), logins.finish()
     expect_pages(out["loaded_page"], setup.page_bytes["page"], "GET / while signing in")
     time.sleep(drain_s)
-    log("anonymous GET /login")
-    measure("anonymous", setup.app, "GET", "/login", [], conns)
 
     log("sign-ins, alone and during a flood of sign-ups for a taken address")
     out["sign_in_ms"] = sign_in_ms(setup.app.url, setup.logins[0], SIGN_INS)
