@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from tests.conftest import PASSWORD, session_keys, signup
 from web.auth.users import User
@@ -160,3 +161,38 @@ async def test_the_middleware_reads_every_forwarded_for_line_of_a_trusted_proxy(
     async with httpx.AsyncClient(transport=untrusted, base_url="http://t") as c:
         assert (await c.get("/", headers=spoofed_first)).status_code == 200
     assert seen == ["203.0.113.5", "203.0.113.5", "192.0.2.9"]
+
+
+@pytest.mark.parametrize("length", ["²", "¹²³", "1²", "-1", "1e9"])
+async def test_a_content_length_that_is_not_a_number_is_no_server_error(length: str) -> None:
+    """uvicorn refuses these itself; behind a server that passes them on, the middleware must not
+    turn one into a 500: "²".isdigit() is true (the header is read as Latin-1), int("²") raises."""
+    app = SecurityMiddleware(
+        Starlette(routes=[Route("/", lambda request: Response("ok"), methods=["POST"])]),
+        trusted_proxies=(),
+        refuse=lambda request, status, message: Response(message, status),
+    )
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"t"), (b"content-length", length.encode("latin-1"))],
+        "client": ("127.0.0.1", 1234),
+        "server": ("t", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200

@@ -183,7 +183,7 @@ class SecurityMiddleware:
             )
             await response(scope, receive, send_with_headers)
             return
-        if length.isdigit() and int(length) > MAX_BODY:
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY:  # "²".isdigit() too
             response = self.refuse(Request(scope), 413, "That request was too large.")
             await response(scope, receive, send_with_headers)
             return
