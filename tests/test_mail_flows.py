@@ -347,6 +347,50 @@ async def test_account_json_needs_a_session(client: httpx.AsyncClient) -> None:
     assert r.status_code == 401 and r.json() == {"authenticated": False}
 
 
+# -- addresses a mail header would read as someone else --------------------------------------
+
+HOSTILE_ADDRESSES = [
+    "a@[x.com",  # building the header raised AttributeError: a 500, after sign-up had stored the account
+    # Encoded words: the stored address was this, the mail went to attacker@evil.example (and to
+    # x@victim.example), and the attacker's click "verified" an address at victim.example.
+    "=?utf-8?q?attacker=40evil.example?=(@victim.example",
+    "=?utf-8?q?attacker=40evil.example=2C?=x@victim.example",
+    "attacker@evil.example,x@victim.example",
+    '"attacker@evil.example"@victim.example',
+    "x(attacker@evil.example)@victim.example",
+    "x@victim.example(attacker@evil.example)",
+    "ü@victim.example",  # the email package refuses a non-ASCII local part
+]
+
+
+@pytest.mark.parametrize("address", HOSTILE_ADDRESSES)
+async def test_an_address_a_mail_header_would_misread_is_refused_by_every_form(
+    client: httpx.AsyncClient, smtp: MailServer, address: str
+) -> None:
+    r = await signup(client, email=address)
+    assert r.status_code == 422 and "Enter an email address like" in r.text
+    assert await User.count() == 0 and "set-cookie" not in r.headers
+    assert (await forgot(client, address)).status_code == 422
+    await signup(client)
+    r = await change_email(client, address)
+    assert r.status_code == 422 and "Enter an email address like" in r.text
+    # Every mail so far went to ada alone: her verification, and the reset asked for last.
+    await reset_link(client, smtp)
+    assert [m.rcpt_tos for m in smtp.received] == [["ada@example.com"], ["ada@example.com"]]
+
+
+async def test_an_unusual_plain_address_gets_its_mail_and_no_one_else(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    """Quotes, "?=" and "=" are plain characters of a local part: the header must carry the
+    address as itself, so the mail reaches exactly the address stored."""
+    address = "o'brien+x=2c?=y@example.com"
+    assert (await signup(client, email=address)).status_code == 303
+    (mail,) = await mails_to(smtp, address)
+    assert mail.rcpt_tos == [address]
+    assert [a.addr_spec for a in mail.message["To"].addresses] == [address]
+
+
 # -- changing the address ---------------------------------------------------------------------
 
 

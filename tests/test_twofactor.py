@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import httpx
 import pyotp
@@ -357,6 +358,36 @@ async def test_without_javascript_reauth_is_a_page_and_back(
     back = await client.post("/reauth", data={"password": PASSWORD, "next": "/account/2fa/totp"})
     assert back.status_code == 303 and back.headers["location"] == "/account/2fa/totp"
     assert (await client.get("/account/2fa/totp")).status_code == 200
+
+
+async def test_a_stale_post_goes_back_to_its_page_and_a_referer_that_is_not_a_url_to_home(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    """Without JavaScript a stale form post is sent to re-authenticate and then back to the page
+    it came from; a Referer that urlsplit cannot read ("[" with no "]") was a 500."""
+    await signup(client)
+    age_authentication(redis, client, app)
+    cases = {
+        "https://testserver/account": "/account",
+        "https://evil.example/account": "/",
+        "http://[::1/x": "/",
+    }
+    for referer, back in cases.items():
+        r = await client.post("/sessions/revoke-others", headers={"Referer": referer})
+        assert r.status_code == 303, referer
+        assert r.headers["location"] == "/reauth?" + urlencode({"next": back}), referer
+        r = await client.post("/sessions/revoke-others", headers={"Referer": referer, **HX})
+        assert r.status_code == 401 and r.headers["x-reauth"] == "1", referer
+
+
+async def test_a_passkey_response_nested_too_deep_is_malformed_not_a_server_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """json.loads raises RecursionError, not ValueError, for a few thousand nested brackets."""
+    await client.post("/login/passkey/options")
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    r = await client.post("/login/passkey", data={"credential": deep})
+    assert 400 <= r.status_code < 500 and (await client.get("/")).status_code == 303
 
 
 @pytest.mark.parametrize(

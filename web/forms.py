@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from email.headerregistry import Address
 from typing import Any, Protocol
 
 from starlette.datastructures import UploadFile
@@ -19,7 +20,11 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 64 * 1024
 NAME_MAX = 100
 EMAIL_MAX = 254
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+# A plain address: a dot-atom local part of printable ASCII and a domain of letters, digits and
+# hyphens. No quoting, comments, groups, routes, lists or encoded words: in a mail header, any of
+# those can name another recipient than the address stored (web/mail/message.py).
+_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
+_EMAIL = re.compile(rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+")
 FLASH = "flash"
 
 
@@ -64,8 +69,18 @@ def text_problem(value: str, what: str, limit: int) -> str | None:
 def email_problem(email: str) -> str | None:
     """What is wrong with an (already normalised) email address, or None."""
     return text_problem(email, "email address", EMAIL_MAX) or (
-        None if _EMAIL.fullmatch(email) else "Enter an email address like name@example.com."
+        None if is_plain_address(email) else "Enter an email address like name@example.com."
     )
+
+
+def is_plain_address(email: str) -> bool:
+    """An address that a mail header carries as exactly itself, to exactly one recipient."""
+    if not _EMAIL.fullmatch(email) or "=?" in email or ".." in email or email.startswith("."):
+        return False
+    try:
+        return Address(addr_spec=email).addr_spec == email
+    except Exception:  # the email package raises ValueError, AttributeError, IndexError... for bad ones
+        return False
 
 
 def throttled(wait: int, what: str = "attempts") -> tuple[str, dict[str, str]]:

@@ -73,9 +73,13 @@ async def stale(request: Request, session: Session) -> Response:
     if request.method == "GET":
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     else:  # back to the page the form was on (a POST body cannot be replayed without JS)
-        referer = urlsplit(request.headers.get("referer", ""))
-        same = referer.netloc == request.headers.get("host", "")
-        here = referer.path if same else path_for(request, "home")
+        here = path_for(request, "home")
+        try:
+            referer = urlsplit(request.headers.get("referer", ""))
+        except ValueError:  # "http://[::1/x": not a URL, so not one of our pages
+            referer = None
+        if referer is not None and referer.netloc == request.headers.get("host", ""):
+            here = referer.path
     next_path = local_path(here)
     location = path_for(request, "reauth") + "?" + urlencode({"next": next_path})
     if wants_json(request):

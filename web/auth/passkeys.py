@@ -309,7 +309,7 @@ def _load(credential_json: str | Mapping[str, Any]) -> dict[str, Any]:
         raise PasskeyError("malformed", "The passkey response was malformed.")
     try:
         data = json.loads(credential_json)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: thousands of nested [ within the size limit
         raise PasskeyError("malformed", "The passkey response was malformed.") from exc
     if not isinstance(data, dict):
         raise PasskeyError("malformed", "The passkey response was malformed.")

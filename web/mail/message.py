@@ -6,6 +6,7 @@ import email.policy
 import email.utils
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 
@@ -20,10 +21,15 @@ def build_message(
     headers: Mapping[str, str] | None = None,
     date: datetime | None = None,
 ) -> EmailMessage:
-    """A multipart/alternative mail, plain text first, HTML second, all UTF-8."""
+    """A multipart/alternative mail, plain text first, HTML second, all UTF-8.
+
+    `to` is an address alone (forms.is_plain_address), with no display name: it becomes the
+    header as an Address, so nothing in it is read as a comment, a list or an encoded word.
+    """
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = to
+    # As an Address, never as header text: text would be parsed, and could name other recipients.
+    message["To"] = Address(addr_spec=to)
     message["Subject"] = subject
     message["Date"] = email.utils.format_datetime(date or datetime.now(UTC))
     # The sender's own domain: make_msgid() would otherwise ask the resolver for this host's name.
