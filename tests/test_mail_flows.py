@@ -22,6 +22,7 @@ from redis import Redis
 from starlette.applications import Starlette
 
 from tests.conftest import HX, PASSWORD, login, make_client, running, signup
+from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
 from web.audit import JsonFormatter, logger
 from web.auth.users import User
@@ -389,6 +390,24 @@ async def test_an_unusual_plain_address_gets_its_mail_and_no_one_else(
     (mail,) = await mails_to(smtp, address)
     assert mail.rcpt_tos == [address]
     assert [a.addr_spec for a in mail.message["To"].addresses] == [address]
+
+
+async def test_an_account_stored_with_such_an_address_gets_no_mail_and_can_still_be_deleted(
+    client: httpx.AsyncClient, smtp: MailServer, redis: Redis
+) -> None:
+    """An address stored before addresses had to be plain: no mail is queued for it (none can
+    go astray), and its owner can still delete the account, whose goodbye mail was a 500."""
+    await signup(client)
+    await mails_to(smtp, "ada@example.com")  # the verification, before the address goes bad
+    legacy = "=?utf-8?q?attacker=40evil.example?=(@victim.example"
+    user = await User.find_one(User.email == "ada@example.com")
+    assert user is not None
+    await user.set({User.email: legacy})
+    queued = command_calls(redis)["xadd"]
+    r = await client.post("/account/delete", data={"confirm": legacy})
+    assert r.status_code == 303 and await User.count() == 0
+    assert command_calls(redis)["xadd"] == queued  # no goodbye was queued, for anyone
+    assert [m.rcpt_tos for m in smtp.received] == [["ada@example.com"]]
 
 
 # -- changing the address ---------------------------------------------------------------------

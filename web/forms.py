@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
-from email.headerregistry import Address
 from typing import Any, Protocol
 
 from starlette.datastructures import UploadFile
@@ -13,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from web.htmx import is_htmx, redirect
+from web.mail.message import is_plain_address
 from web.sessions import Session
 from web.templating import render
 
@@ -20,11 +19,6 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 64 * 1024
 NAME_MAX = 100
 EMAIL_MAX = 254
-# A plain address: a dot-atom local part of printable ASCII and a domain of letters, digits and
-# hyphens. No quoting, comments, groups, routes, lists or encoded words: in a mail header, any of
-# those can name another recipient than the address stored (web/mail/message.py).
-_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
-_EMAIL = re.compile(rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+")
 FLASH = "flash"
 
 
@@ -71,16 +65,6 @@ def email_problem(email: str) -> str | None:
     return text_problem(email, "email address", EMAIL_MAX) or (
         None if is_plain_address(email) else "Enter an email address like name@example.com."
     )
-
-
-def is_plain_address(email: str) -> bool:
-    """An address that a mail header carries as exactly itself, to exactly one recipient."""
-    if not _EMAIL.fullmatch(email) or "=?" in email or ".." in email or email.startswith("."):
-        return False
-    try:
-        return Address(addr_spec=email).addr_spec == email
-    except Exception:  # the email package raises ValueError, AttributeError, IndexError... for bad ones
-        return False
 
 
 def throttled(wait: int, what: str = "attempts") -> tuple[str, dict[str, str]]:

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
+
+# A plain address: a dot-atom local part of printable ASCII and a domain of letters, digits and
+# hyphens. No quoting, comments, groups, routes, lists or encoded words: in a mail header, any of
+# those can name another recipient than the address stored (see build_message).
+_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
+_EMAIL = re.compile(rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+")
+
+
+def is_plain_address(email: str) -> bool:
+    """An address that a mail header carries as exactly itself, to exactly one recipient."""
+    if not _EMAIL.fullmatch(email) or "=?" in email or ".." in email or email.startswith("."):
+        return False
+    try:
+        return Address(addr_spec=email).addr_spec == email
+    except Exception:  # the email package raises ValueError, AttributeError, IndexError... for bad ones
+        return False
 
 
 def build_message(
@@ -23,7 +40,7 @@ def build_message(
 ) -> EmailMessage:
     """A multipart/alternative mail, plain text first, HTML second, all UTF-8.
 
-    `to` is an address alone (forms.is_plain_address), with no display name: it becomes the
+    `to` is an address alone (is_plain_address), with no display name: it becomes the
     header as an Address, so nothing in it is read as a comment, a list or an encoded word.
     """
     message = EmailMessage()
