@@ -22,10 +22,13 @@ from redis import Redis
 from starlette.applications import Starlette
 
 from tests.conftest import HX, PASSWORD, login, make_client, running, signup
+from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
+from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
-from web.auth.users import User
+from web.auth.throttle import TAKEN_PER_ADDRESS
+from web.auth.users import Passkey, User
 from web.settings import Settings, SettingsError
 
 PUBLIC = "https://sessions.example.test"
@@ -438,6 +441,74 @@ async def test_an_address_change_is_confirmed_from_the_new_address(
     async with make_client(app) as other:
         assert (await login(other, email="ada@example.com")).status_code == 401
         assert (await login(other, email="ada@new.example")).status_code == 303
+
+
+async def test_a_reset_link_sent_to_the_old_address_dies_with_the_change(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    """Whoever can still read the old mailbox must not take the account after it moved on."""
+    await signup(client)
+    old_link = await reset_link(client, smtp)
+    assert (await change_email(client, "ada@new.example")).status_code == 303
+    (confirm,) = await mails_to(smtp, "ada@new.example")
+    assert (await client.post(link_to(confirm, "/email/verify/"))).status_code == 303
+    assert (await client.post(old_link, data={"new_password": "the thief's pick"})).status_code == 410
+    assert (await login(client, email="ada@new.example")).status_code == 303  # the owner's password
+
+
+async def test_taken_addresses_are_told_only_after_the_password_and_only_so_often(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    """The address-change form was an unlimited oracle: 409 for an address with an account,
+    before the password was even checked."""
+    async with make_client(app) as grace:
+        await signup(grace, email="grace@example.com", first="Grace")
+    await signup(client)
+    wrong = [await change_email(client, "grace@example.com", password="not it") for _ in range(3)]
+    assert [r.status_code for r in wrong] == [401, 401, 401]
+    right = [await change_email(client, "grace@example.com") for _ in range(TAKEN_PER_ADDRESS + 1)]
+    assert [r.status_code for r in right] == [409] * TAKEN_PER_ADDRESS + [429]
+
+
+async def test_a_reset_by_the_address_owner_removes_the_factors_of_whoever_made_the_account(
+    app: Starlette, smtp: MailServer
+) -> None:
+    """Pre-hijacking: Mallory signs up with Ada's address (never confirmed) and adds a passkey
+    and an authenticator app. When Ada resets the password through her mailbox, the account
+    becomes hers alone: Mallory's passkey no longer signs in, and no code Ada lacks is asked."""
+    mallory_key = SoftAuthenticator(PUBLIC)
+    async with make_client(app) as mallory:
+        await signup(mallory)
+        await register(mallory, mallory_key)
+        await enable_totp(mallory)
+    async with make_client(app) as ada:
+        link = await reset_link(ada, smtp)
+        assert (await ada.post(link, data={"new_password": NEW})).status_code == 303
+        assert (await login(ada, password=NEW)).headers["location"] == "/"  # no code step
+    user = await User.find_one(User.email == "ada@example.com")
+    assert user is not None and user.email_verified_at is not None
+    assert (user.passkeys, user.totp_secret, user.recovery_codes) == ([], None, [])
+    async with make_client(app) as mallory:
+        assert (await passkey_sign_in(mallory, mallory_key)).status_code == 401
+        assert (await mallory.get("/")).status_code == 303
+
+
+async def test_a_factor_added_by_a_request_that_read_the_account_before_a_reset_is_not_kept(
+    client: httpx.AsyncClient,
+) -> None:
+    """The interleaving the reset's wipe alone would lose: a request loads the account, the
+    reset writes the new password and wipes, then the request adds its passkey."""
+    await signup(client)
+    before = await User.find_one(User.email == "ada@example.com")
+    assert before is not None
+    reset = await User.get(before.id)
+    assert reset is not None
+    await reset.set_fields(password_hash="the reset's new hash", passkeys=[])
+    key = Passkey(id="a", public_key="b", sign_count=0, backup_eligible=False, backed_up=False, name="late")
+    assert await before.add_passkey(key) is False
+    assert await before.add_factor({"$set": {"totp_secret": "late"}}) is False
+    after = await User.get(before.id)
+    assert after is not None and (after.passkeys, after.totp_secret) == ([], None)
 
 
 async def test_address_change_mistakes(client: httpx.AsyncClient, smtp: MailServer, app: Starlette) -> None:

@@ -390,6 +390,20 @@ async def test_a_passkey_response_nested_too_deep_is_malformed_not_a_server_erro
     assert 400 <= r.status_code < 500 and (await client.get("/")).status_code == 303
 
 
+async def test_a_next_path_beyond_latin_1_is_sent_percent_encoded(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    """A boosted htmx request gets HX-Redirect, a header: "/€" raised UnicodeEncodeError (a 500)."""
+    await signup(client)
+    age_authentication(redis, client, app)
+    boosted = {"HX-Request": "true", "HX-Boosted": "true"}
+    r = await client.post("/reauth", data={"password": PASSWORD, "next": "/€"}, headers=boosted)
+    assert r.status_code == 200 and r.headers["hx-redirect"] == "/%E2%82%AC"
+    age_authentication(redis, client, app)
+    r = await client.post("/reauth", data={"password": PASSWORD, "next": "/€?q=ü"})
+    assert r.status_code == 303 and r.headers["location"] == "/%E2%82%AC?q=%C3%BC"
+
+
 @pytest.mark.parametrize(
     "target",
     ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", "/ok\r\nX: y"],

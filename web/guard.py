@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import overload
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from beanie import PydanticObjectId
 from starlette.requests import Request
@@ -53,6 +53,8 @@ def local_path(raw: str | None) -> str:
         return "/"
     if any(ord(c) < 32 or c == "\x7f" for c in raw):
         return "/"
+    # Percent-encoded: an HX-Redirect header must be Latin-1, and "/€" is a path too.
+    raw = quote(raw, safe="/?=&%#;:@!$'()*+,-._~")
     parts = urlsplit(raw)
     return raw if not parts.scheme and not parts.netloc else "/"
 

@@ -21,6 +21,7 @@ from web.auth import totp
 from web.auth.passkeys import PasskeyError, RelyingParty, read_assertion
 from web.auth.users import Passkey, User
 from web.crypto import SealError, SecretBox
+from web.guard import SignedOut
 from web.security import client_ip
 from web.services import services
 from web.sessions import Session
@@ -72,11 +73,15 @@ async def confirm_totp(request: Request, session: Session, user: User, code: str
     if step is None:
         return None
     codes = totp.new_recovery_codes()
-    await user.set_fields(
-        totp_secret=_box(request).seal(secret.encode()),
-        totp_last_step=step,
-        recovery_codes=[totp.hash_recovery_code(c) for c in codes],
-    )
+    fields = {
+        "totp_secret": _box(request).seal(secret.encode()),
+        "totp_last_step": step,
+        "recovery_codes": [totp.hash_recovery_code(c) for c in codes],
+    }
+    if not await user.add_factor({"$set": fields}):
+        raise SignedOut  # the password was reset meanwhile: this session is over
+    for name, value in fields.items():
+        setattr(user, name, value)
     del session[PENDING_TOTP]
     return codes
 
@@ -172,7 +177,8 @@ async def register(request: Request, session: Session, user: User, credential: s
         transports=list(made.transports),
         name=name or "Passkey",
     )
-    await user.add_passkey(passkey)
+    if not await user.add_passkey(passkey):
+        raise SignedOut  # the password was reset meanwhile: this session is over
     return passkey
 
 

@@ -120,11 +120,24 @@ class User(Document):
         )
         return result.modified_count == 1
 
-    async def add_passkey(self, passkey: Passkey) -> None:
-        await self.get_pymongo_collection().update_one(
-            {"_id": self.id}, {"$push": {"passkeys": passkey.model_dump()}}
-        )
+    async def add_passkey(self, passkey: Passkey) -> bool:
+        """Add a passkey, unless the password changed since this document was read (see add_factor)."""
+        if not await self.add_factor({"$push": {"passkeys": passkey.model_dump()}}):
+            return False
         self.passkeys.append(passkey)
+        return True
+
+    async def add_factor(self, update: dict[str, Any]) -> bool:
+        """Write a new second factor only if the password is still the one this request read.
+
+        A password reset wipes the factors of an account whose address was never confirmed
+        (whoever made it may not own the address): a factor added by a request already under
+        way must then fail here, or land before the reset's new password and be wiped with the rest.
+        """
+        result = await self.get_pymongo_collection().update_one(
+            {"_id": self.id, "password_hash": self.password_hash}, update
+        )
+        return result.modified_count == 1
 
     async def rename_passkey(self, credential_id: str, name: str) -> bool:
         result = await self.get_pymongo_collection().update_one(

@@ -94,6 +94,8 @@ async def verify(request: Request) -> Response:
         await user.set_fields(email=address)
     except DuplicateKeyError:
         raise HTTPException(409, TAKEN) from None  # taken since the change was asked for
+    # Links mailed to the old address (a reset, say) must not outlive it: they die with the epoch.
+    await svc.store.bump_epoch(str(user.id))
     await mark_verified(request, user)
     await notices.email_changed(request, user, old, address, done=True)
     audit("email_changed", ip=ip, user_id=str(user.id))
@@ -143,12 +145,15 @@ async def change_email(request: Request, me: SignedIn) -> Response:
         errors["current_password"] = "Enter your current password."
     if errors:
         return page(422, errors)
-    if await User.id_by_email(new):
-        return page(409, {"new_email": TAKEN})
     epoch = await svc.store.epoch(str(user.id))  # before the check, as at sign-in
     checked = await check_password(request, user, password, event="email_change_failure")
     if checked is False:
         return page(401, {"current_password": "That is not your current password."})
+    # Only after the password, and as limited as sign-up's 409: "taken" says an account exists.
+    if checked is True and await User.id_by_email(new):
+        checked = await svc.throttle.reserve(svc.throttle.taken_address(new)) or True
+        if checked is True:
+            return page(409, {"new_email": TAKEN})
     if checked is not True:
         message, headers = throttled(checked)
         return form_page(

@@ -85,7 +85,10 @@ async def reset(request: Request) -> Response:
         )  # used by a request that raced this one, or voided since
     await user.set_fields(password_hash=await svc.passwords.hash(new))
     if user.email_verified_at is None:
-        await mark_verified(request, user)  # the link came to this address: it is the owner's
+        # The link came to this address: it is the owner's, and the account may have been made by
+        # someone else (pre-hijacking). What they added goes: their passkeys, app and codes.
+        await user.set_fields(totp_secret=None, totp_last_step=None, recovery_codes=[], passkeys=[])
+        await mark_verified(request, user)
     # Whoever had the old password may be signed in, or signing in: end it all.
     await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
     await svc.throttle.unlock(user.email)
