@@ -91,6 +91,45 @@ async def test_totp_is_on_only_after_a_right_code_and_the_secret_is_sealed(
     assert not set(codes) & set(user.recovery_codes)  # hashes only
 
 
+async def test_an_app_that_is_on_is_never_replaced_without_turning_it_off(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
+    """The enrolment form refused a second secret (409) but its POST did not: a wrong code
+    there started a new enrolment, a right one replaced the owner's app with no "turned off"
+    notice and no other session ended. Nor may another session's half-done enrolment finish."""
+    await signup(client)
+    async with make_client(app) as other:
+        await login(other)
+        other_enrolment = (await other.get("/account/2fa/totp", headers=JSON)).json()["secret"]
+        totp, recovery = await enable_totp(client)
+        assert (await client.post("/account/2fa/totp", data={"code": "000000"})).status_code == 409
+        stale = await other.post(
+            "/account/2fa/totp", data={"code": pyotp.TOTP(other_enrolment).now()}, headers=JSON
+        )
+        assert stale.status_code == 409
+    user = await User.find_one(User.email == "ada@example.com")
+    assert user is not None and len(user.recovery_codes) == len(recovery)
+    async with make_client(app) as later:
+        await password_step(later)
+        assert (await code_step(later, next_code(totp))).status_code == 303  # the owner's app still works
+
+
+async def test_of_two_enrolments_that_both_passed_the_check_one_turns_the_app_on(
+    client: httpx.AsyncClient,
+) -> None:
+    """Both requests read the account with the app off; the write itself decides."""
+    await signup(client)
+    first, second = (
+        await User.find_one(User.email == "ada@example.com"),
+        await User.find_one(User.email == "ada@example.com"),
+    )
+    assert first is not None and second is not None
+    assert await first.add_factor({"$set": {"totp_secret": "first"}}, totp_secret=None) is True
+    assert await second.add_factor({"$set": {"totp_secret": "second"}}, totp_secret=None) is False
+    stored = await User.get(first.id)
+    assert stored is not None and stored.totp_secret == "first"
+
+
 async def test_sign_in_with_a_password_then_a_code(client: httpx.AsyncClient, app: Starlette) -> None:
     await signup(client)
     totp, _ = await enable_totp(client)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from beanie import PydanticObjectId
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from web import notices
@@ -25,6 +26,8 @@ from web.guard import SignedOut
 from web.security import client_ip
 from web.services import services
 from web.sessions import Session
+
+ALREADY_ON = "The authenticator app is already on. Turn it off first to change it."
 
 CHALLENGE_TTL = 300  # seconds a passkey prompt may stay open
 PENDING_TOTP = "totp_enrol"  # session data: the sealed secret being enrolled
@@ -78,7 +81,10 @@ async def confirm_totp(request: Request, session: Session, user: User, code: str
         "totp_last_step": step,
         "recovery_codes": [totp.hash_recovery_code(c) for c in codes],
     }
-    if not await user.add_factor({"$set": fields}):
+    if not await user.add_factor({"$set": fields}, totp_secret=None):
+        now = await User.get(user.id)
+        if now is not None and now.totp_secret is not None:  # turned on by another request
+            raise HTTPException(409, ALREADY_ON)
         raise SignedOut  # the password was reset meanwhile: this session is over
     for name, value in fields.items():
         setattr(user, name, value)

@@ -127,15 +127,16 @@ class User(Document):
         self.passkeys.append(passkey)
         return True
 
-    async def add_factor(self, update: dict[str, Any]) -> bool:
+    async def add_factor(self, update: dict[str, Any], **still: Any) -> bool:
         """Write a new second factor only if the password is still the one this request read.
 
         A password reset wipes the factors of an account whose address was never confirmed
         (whoever made it may not own the address): a factor added by a request already under
         way must then fail here, or land before the reset's new password and be wiped with the rest.
+        `still`: more fields that must have these values (totp_secret=None: not on already).
         """
         result = await self.get_pymongo_collection().update_one(
-            {"_id": self.id, "password_hash": self.password_hash}, update
+            {"_id": self.id, "password_hash": self.password_hash, **still}, update
         )
         return result.modified_count == 1
 

@@ -65,7 +65,7 @@ async def security_page(request: Request, me: SignedIn) -> Response:
 async def totp_page(request: Request, me: SignedIn) -> Response:
     user = await current_user(me)
     if user.totp_secret is not None:
-        raise HTTPException(409, "The authenticator app is already on. Turn it off first to change it.")
+        raise HTTPException(409, twofactor.ALREADY_ON)
     enrolment = await twofactor.begin_totp(request, me.session, user)
     if wants_json(request):
         return _json({"secret": enrolment.secret, "otpauth_uri": enrolment.uri})
@@ -75,6 +75,8 @@ async def totp_page(request: Request, me: SignedIn) -> Response:
 @signed_in(recent=True)
 async def enable_totp(request: Request, me: SignedIn) -> Response:
     user = await current_user(me)
+    if user.totp_secret is not None:  # a new secret would replace the owner's app unannounced
+        raise HTTPException(409, twofactor.ALREADY_ON)
     code = (await read_form(request, "code"))["code"]
     codes = await twofactor.confirm_totp(request, me.session, user, code)
     if codes is None:
