@@ -200,6 +200,34 @@ async def test_five_wrong_codes_send_the_visitor_back_to_the_password(
         assert (await guesser.get("/")).status_code == 303
 
 
+async def test_a_burst_of_codes_gets_no_more_checks_than_one_sign_in_allows(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 wrong codes at once in one pending sign-in: at most MAX_WRONG_CODES are checked (a
+    count kept in the session let 10 through, each reading "none yet"), and the sign-in is over."""
+    from web.views import auth as auth_views
+
+    checked: list[str] = []
+    real_check = auth_views.twofactor.check_code
+
+    async def counting_check(request: object, user: User, code: str) -> str | None:
+        checked.append(code)
+        return await real_check(request, user, code)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth_views.twofactor, "check_code", counting_check)
+    for round_ in range(3):
+        async with make_client(app) as owner:
+            await signup(owner, email=f"burst{round_}@example.com")
+            totp, _ = await enable_totp(owner)
+        async with make_client(app) as attacker:
+            assert (await login(attacker, email=f"burst{round_}@example.com")).status_code == 200
+            checked.clear()
+            await asyncio.gather(*(code_step(attacker, f"{i:06d}") for i in range(30)))
+            assert len(checked) <= auth_views.MAX_WRONG_CODES, (round_, len(checked))
+            r = await code_step(attacker, next_code(totp))
+            assert r.status_code == 401 and "Sign in again" in r.text, round_
+
+
 async def test_wrong_codes_count_toward_the_sign_in_lockout(
     client: httpx.AsyncClient, app: Starlette
 ) -> None:

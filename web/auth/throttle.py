@@ -203,6 +203,11 @@ class Throttle:
         ]
 
     @staticmethod
+    def pending_sign_in(name: str, checks: int, ttl: int) -> list[list[Limit]]:
+        """The codes one sign-in may try between its password and its end (`name`: that sign-in)."""
+        return [[Limit(f"t:c:{name}", checks, ttl)]]
+
+    @staticmethod
     def _codes_key(tag: str) -> str:
         return f"t:a:{{{tag}}}:2fa"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 
 from beanie import PydanticObjectId
@@ -122,7 +123,7 @@ async def login(request: Request) -> Response:
             "u": str(user.id),
             "e": epoch,
             "x": int(time.time()) + PENDING_TTL,
-            "n": 0,
+            "k": secrets.token_urlsafe(12),  # names this sign-in's own count of wrong codes
             "r": remember,
         }
         metrics.sign_in("second_factor_pending")
@@ -185,7 +186,7 @@ async def second_factor(request: Request) -> Response:
     session = await session_of(request).load()
     pending = session.get(PENDING)
     user = await User.get(PydanticObjectId(pending["u"])) if pending else None
-    if pending is None or user is None or pending["x"] < time.time():
+    if pending is None or user is None or pending["x"] < time.time() or "k" not in pending:
         if pending is not None:
             del session[PENDING]
         return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
@@ -194,11 +195,19 @@ async def second_factor(request: Request) -> Response:
     device = svc.devices.read(request)
     known = svc.devices.knows(device, str(user.id))
     ip = client_ip(request)
-    # Wrong codes count where wrong passwords do: the account's sign-in limits from this client.
-    limits = svc.throttle.second_factor(
+    # MAX_WRONG_CODES checks for this sign-in, reserved before the code is looked at: a burst of
+    # codes at once gets no more (a count kept in the session let each of them read "none yet").
+    this_sign_in = svc.throttle.pending_sign_in(pending["k"], MAX_WRONG_CODES, PENDING_TTL)
+    if await svc.throttle.reserve(this_sign_in):
+        del session[PENDING]  # back to the password
+        return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+    # Wrong codes count where wrong passwords do too: the account's sign-in limits from this client.
+    account = svc.throttle.second_factor(
         user.email, client_network(ip), svc.devices.throttle_id(device) if known and device else None
     )
-    if wait := await svc.throttle.reserve(limits):
+    limits = [*account, *this_sign_in]
+    if wait := await svc.throttle.reserve(account):
+        await _release(svc, this_sign_in)
         message, headers = throttled(wait)
         metrics.sign_in("throttled")
         return render(
@@ -214,15 +223,14 @@ async def second_factor(request: Request) -> Response:
     except BaseException:
         await _release(svc, limits)
         raise
-    await svc.throttle.settle(limits, ok=how is not None)
+    await svc.throttle.settle(account, ok=how is not None)
+    spent = await svc.throttle.settle(this_sign_in, ok=how is not None)
     if how is None:
         metrics.sign_in("wrong_password")
         audit("second_factor_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
-        pending["n"] += 1
-        if pending["n"] >= MAX_WRONG_CODES:
+        if spent:  # this sign-in's last wrong code
             del session[PENDING]  # back to the password
             return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
-        session[PENDING] = pending
         return _code_step(request, status=401, message=WRONG_CODE)
     del session[PENDING]
     event, remember = f"login_success_{how}", bool(pending.get("r"))
