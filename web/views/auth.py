@@ -180,6 +180,12 @@ def _code_step(request: Request, *, status: int = 200, message: str | None = Non
     return render(request, LOGIN_PAGE, context, block=block, status=status)
 
 
+def _start_again(request: Request, session: Session) -> Response:
+    """Back to the password: this sign-in is over (expired, or out of wrong codes)."""
+    session.pop(PENDING, None)
+    return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+
+
 async def second_factor(request: Request) -> Response:
     svc = services(request)
     code = (await read_form(request, "code"))["code"].strip()
@@ -187,9 +193,7 @@ async def second_factor(request: Request) -> Response:
     pending = session.get(PENDING)
     user = await User.get(PydanticObjectId(pending["u"])) if pending else None
     if pending is None or user is None or pending["x"] < time.time() or "k" not in pending:
-        if pending is not None:
-            del session[PENDING]
-        return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+        return _start_again(request, session)
     if not code:
         return _code_step(request, status=422, message=WRONG_CODE)
     device = svc.devices.read(request)
@@ -199,8 +203,7 @@ async def second_factor(request: Request) -> Response:
     # codes at once gets no more (a count kept in the session let each of them read "none yet").
     this_sign_in = svc.throttle.pending_sign_in(pending["k"], MAX_WRONG_CODES, PENDING_TTL)
     if await svc.throttle.reserve(this_sign_in):
-        del session[PENDING]  # back to the password
-        return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+        return _start_again(request, session)
     # Wrong codes count where wrong passwords do too: the account's sign-in limits from this client.
     account = svc.throttle.second_factor(
         user.email, client_network(ip), svc.devices.throttle_id(device) if known and device else None
@@ -229,8 +232,7 @@ async def second_factor(request: Request) -> Response:
         metrics.sign_in("wrong_password")
         audit("second_factor_failure", ip=ip, user_id=str(user.id), level=logging.WARNING)
         if spent:  # this sign-in's last wrong code
-            del session[PENDING]  # back to the password
-            return form_page(request, LOGIN_PAGE, values={"email": ""}, message=START_AGAIN, status=401)
+            return _start_again(request, session)
         return _code_step(request, status=401, message=WRONG_CODE)
     del session[PENDING]
     event, remember = f"login_success_{how}", bool(pending.get("r"))

@@ -151,9 +151,10 @@ async def change_email(request: Request, me: SignedIn) -> Response:
         return page(401, {"current_password": "That is not your current password."})
     # Only after the password, and as limited as sign-up's 409: "taken" says an account exists.
     if checked is True and await User.id_by_email(new):
-        checked = await svc.throttle.reserve(svc.throttle.taken_address(new)) or True
-        if checked is True:
+        wait = await svc.throttle.reserve(svc.throttle.taken_address(new))
+        if not wait:
             return page(409, {"new_email": TAKEN})
+        checked = wait
     if checked is not True:
         message, headers = throttled(checked)
         return form_page(
