@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
 import random
 import secrets
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from redis import Redis as SyncRedis
+from redis.exceptions import BusyLoadingError
 
 from tests.helpers.servers import AppProcess, start_uvicorn
 from web.embedded import Server, start_mongo, start_redis
@@ -45,6 +48,8 @@ KINDS: dict[str, tuple[int, int]] = {
     "POST /session/refresh": (2, 200),
     "POST /login": (1, 303),
 }
+
+SIGNED_OUT = {("GET /", 303), ("POST /session/refresh", 401)}
 
 
 @dataclass(frozen=True)
@@ -66,16 +71,23 @@ class Sample:
     good: bool  # the expected status (and, for GET /session, still signed in)
     retry_after: bool
     error: str = ""
+    worker: int = -1  # which client sent it (each holds a session of its own)
 
     @property
     def ms(self) -> float:
         return (self.end - self.start) * 1000
 
+    @property
+    def signed_out(self) -> bool:
+        """The answer a signed-out browser gets: to the sign-in page, 401, or not authenticated."""
+        return (self.kind, self.status) in SIGNED_OUT or self.error == "signed out"
+
 
 @dataclass(frozen=True)
 class Outage:
     down: float  # time.monotonic() just before Redis was stopped
-    up: float  # ... and once the restarted Redis listened
+    gone: float  # ... once its process had exited
+    up: float  # ... and once the restarted Redis answered
 
     def covers(self, sample: Sample) -> bool:
         return sample.start <= self.up and sample.end >= self.down
@@ -99,11 +111,23 @@ class Stack:
         """Stop Redis (SIGTERM: it writes its append-only file), wait, start it on the same port."""
         down = time.monotonic()
         self.redis.stop()
+        gone = time.monotonic()
         time.sleep(down_for)
         self.redis = start_redis(
             self.workdir / "redis", port=self.redis.port, log_path=self.workdir / "redis.log"
         )
-        return Outage(down, time.monotonic())
+        # Listening is not serving: until its append-only file is loaded, Redis answers LOADING
+        # (a 503 from the app), and that file grows with every sign-in of the run.
+        with SyncRedis.from_url(self.redis.url) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.ping()
+                    break
+                except BusyLoadingError:
+                    if time.monotonic() > deadline:
+                        raise
+        return Outage(down, gone, time.monotonic())
 
     def app_tracebacks(self) -> int:
         return self.app.log().count("Traceback")
@@ -174,12 +198,14 @@ async def request(client: httpx.AsyncClient, kind: str, user: int) -> httpx.Resp
     return await client.post("/login", data=form, headers=SAME_ORIGIN)
 
 
-async def measure(client: httpx.AsyncClient, kind: str, user: int) -> Sample:
+async def measure(client: httpx.AsyncClient, kind: str, user: int, worker: int = -1) -> Sample:
     start = time.monotonic()
     try:
         reply = await request(client, kind, user)
     except httpx.HTTPError as exc:
-        return Sample(kind, 0, start, time.monotonic(), good=False, retry_after=False, error=repr(exc))
+        return Sample(
+            kind, 0, start, time.monotonic(), good=False, retry_after=False, error=repr(exc), worker=worker
+        )
     end = time.monotonic()
     good = reply.status_code == KINDS[kind][1]
     signed_out = kind == "GET /session" and good and reply.json().get("authenticated") is not True
@@ -191,6 +217,7 @@ async def measure(client: httpx.AsyncClient, kind: str, user: int) -> Sample:
         good=good and not signed_out,
         retry_after="retry-after" in reply.headers,
         error="signed out" if signed_out else "",
+        worker=worker,
     )
 
 
@@ -199,9 +226,10 @@ async def drive(url: str, options: Options, started: threading.Event) -> list[Sa
     samples: list[Sample] = []
     kinds, weights = list(KINDS), [weight for weight, _ in KINDS.values()]
 
-    async def work(client: httpx.AsyncClient, user: int, deadline: float, rng: random.Random) -> None:
+    async def work(client: httpx.AsyncClient, user: int, deadline: float, n: int) -> None:
+        rng = random.Random(n)
         while time.monotonic() < deadline:
-            samples.append(await measure(client, rng.choices(kinds, weights)[0], user))
+            samples.append(await measure(client, rng.choices(kinds, weights)[0], user, n))
 
     async with contextlib.AsyncExitStack() as clients_stack:
         clients = [
@@ -214,7 +242,7 @@ async def drive(url: str, options: Options, started: threading.Event) -> list[Sa
             raise RuntimeError(f"signing the workers in failed: {[s.status for s in signed_in]}")
         started.set()
         deadline = time.monotonic() + options.duration
-        await asyncio.gather(*(work(c, u, deadline, random.Random(n)) for n, (c, u) in enumerate(workers)))
+        await asyncio.gather(*(work(c, u, deadline, n) for n, (c, u) in enumerate(workers)))
     return samples
 
 
@@ -235,6 +263,11 @@ class Report:
     began: float = field(default_factory=time.monotonic)  # when the timed load started
 
     def excused(self, sample: Sample) -> bool:
+        """A 503 with Retry-After for a request in flight while Redis was down; or a signed-out
+        answer to a worker whose sign-in that outage cut off (see `signed_out_by_outage`)."""
+        return self.down(sample) or id(sample) in self.signed_out_by_outage
+
+    def down(self, sample: Sample) -> bool:
         """A 503 with Retry-After for a request in flight while Redis was down."""
         return (
             self.outage is not None
@@ -243,9 +276,35 @@ class Report:
             and sample.retry_after
         )
 
+    @functools.cached_property
+    def signed_out_by_outage(self) -> set[int]:
+        """Signed-out answers (ids of the samples) that a sign-in cut off by the outage explains.
+
+        A sign-in replaces the browser's session: the new one is stored, then the old one
+        deleted. Redis, stopping, runs the commands it has read and exits without sending their
+        replies (it writes its append-only file, not its sockets): when that is the deletion, the
+        worker gets a 503 and keeps a cookie for a session that is gone: signed out until it
+        signs in again, as after any sign-in that an outage cut short (the app does not hand out
+        a session whose sign-in did not finish). Excused: only for a sign-in that started before
+        Redis exited (once it has, nothing reaches it), only that worker's signed-out answers,
+        and only until its next good sign-in.
+        """
+        if self.outage is None:
+            return set()
+        outage, excused, cut_off = self.outage, set(), set()
+        for sample in sorted(self.samples, key=lambda s: s.start):  # each worker's in its order
+            if sample.kind == "POST /login":
+                if sample.good:
+                    cut_off.discard(sample.worker)
+                elif outage.covers(sample) and sample.start < outage.gone:
+                    cut_off.add(sample.worker)
+            elif sample.worker in cut_off and sample.signed_out:
+                excused.add(id(sample))
+        return excused
+
     @property
     def unavailable(self) -> list[Sample]:
-        return [s for s in self.samples if not s.good and self.excused(s)]
+        return [s for s in self.samples if not s.good and self.down(s)]
 
     @property
     def failures(self) -> list[Sample]:
@@ -264,7 +323,7 @@ class Report:
             lines.append(
                 f"{kind:22} {len(rows):9d} {len(rows) / self.seconds:8.1f} "
                 f"{percentile(good_ms, 50):8.1f} {percentile(good_ms, 99):8.1f} "
-                f"{sum(1 for s in rows if self.excused(s)):6d} "
+                f"{sum(1 for s in rows if self.down(s)):6d} "
                 f"{sum(1 for s in rows if not s.good and not self.excused(s)):7d}"
             )
         lines.append("(latencies of the expected answers only)")
@@ -274,6 +333,11 @@ class Report:
                 f"Redis down from {down:.2f} s to {up:.2f} s ({up - down:.2f} s): "
                 f"{len(self.unavailable)} answers in that window were 503 with Retry-After."
             )
+            if self.signed_out_by_outage:
+                lines.append(
+                    f"{len(self.signed_out_by_outage)} signed-out answers came after a sign-in "
+                    "that the outage cut off, until that worker signed in again."
+                )
         for sample in self.failures[:10]:
             at = sample.start - self.began
             lines.append(f"FAILED  {sample.kind} at {at:.2f} s: {sample.status} {sample.error}")
