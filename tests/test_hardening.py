@@ -167,6 +167,15 @@ async def test_request_headers_over_the_limit_get_431() -> None:
         assert await bytes_accepted_of_a_huge_cookie(port) < 4 * 1024 * 1024
         fine = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nCookie: " + b"a" * 8000 + b"\r\n\r\n"
         assert (await raw_request(port, fine)).startswith(b"HTTP/1.1 200 ")
+        # Whole heads, each in one write (so in one read): past the limit, 431; within it, 200.
+        for size, status in (
+            (MAX_HEADER_BYTES + 1024, 431),
+            (3 * MAX_HEADER_BYTES, 431),
+            (MAX_HEADER_BYTES - 200, 200),
+        ):
+            whole = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nCookie: "
+            whole += b"a" * (size - len(whole) - 4) + b"\r\n\r\n"
+            assert (await raw_request(port, whole)).startswith(b"HTTP/1.1 %d " % status), size
         # A body bigger than the limit, in the same packets as small headers, is not a big head.
         body = b"x" * (4 * MAX_HEADER_BYTES)
         head = (

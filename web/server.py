@@ -20,21 +20,45 @@ from web.settings import Settings, SettingsError
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; browsers send a few KiB
 
 
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops, uvicorn answers (see send_400_response)."""
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools with a cap on the bytes of a request's head (request line and headers)."""
+    """httptools with a cap on the bytes of a request's head (request line and headers).
+
+    Two counts, because a head arrives either in many reads or in one: the bytes received
+    since the request began (an upper bound, which catches a head that never ends), and the
+    bytes of the URL and headers as the parser hands them over (exact, which catches a head
+    that came whole in one read, where the first count has no read to check after).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # None once the headers of the current request are in
         self._chunk = 0
+        self._parsed = 0
+        self._too_big = False
 
     def on_message_begin(self) -> None:
         # Somewhere in the chunk being parsed: count all of it, an upper bound.
         self._head_bytes = self._chunk
+        self._parsed = 0
         super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        if self._parsed > MAX_HEADER_BYTES:
+            self._too_big = True
+            raise HeadTooLarge  # before the request reaches the app
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -46,12 +70,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # not count the body; a head still incomplete past the limit is refused.
         too_big = self._head_bytes is not None and self._head_bytes > MAX_HEADER_BYTES
         if too_big and not self.transport.is_closing():
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 34\r\n\r\n"
-                b"Request header fields too large.\r\n"
-            )
-            self.transport.close()
+            self._refuse()
+
+    def send_400_response(self, msg: str) -> None:
+        """Uvicorn's answer to a parser error; HeadTooLarge is one, and gets its 431."""
+        if self._too_big:
+            self._refuse()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 34\r\n\r\n"
+            b"Request header fields too large.\r\n"
+        )
+        self.transport.close()
 
 
 def serve(settings: Settings) -> None:
