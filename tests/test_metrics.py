@@ -235,6 +235,17 @@ async def test_openmetrics_when_asked() -> None:
     assert r.text.endswith("# EOF\n")
 
 
+@pytest.mark.parametrize(
+    "accept", ["text/plain; version=x", "application/openmetrics-text; version=1.0.0-rc1", "*/*; version=;"]
+)
+async def test_an_accept_header_it_cannot_read_gets_the_text_format(accept: str) -> None:
+    async with client(build(), accept=accept) as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "web_requests_total" in r.text
+
+
 async def unknown_and_metrics(c: httpx.AsyncClient, method: str = "GET") -> tuple[httpx.Response, ...]:
     unknown = await c.request(method, "/nothing-here")
     return unknown, await c.request(method, "/metrics")

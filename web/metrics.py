@@ -287,7 +287,10 @@ def metrics_endpoint(
             # What an unknown address gets, rendered by the app's own 404 handler.
             raise HTTPException(404)
         await _read(gauges)
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        try:
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        except (TypeError, ValueError):  # "version=x": prometheus-client compares it as a number
+            encoder, content_type = choose_encoder("")  # the classic text format
         body = await run_in_threadpool(_render, encoder)  # merging worker files reads the disk
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
