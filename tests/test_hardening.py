@@ -188,6 +188,17 @@ async def test_request_headers_over_the_limit_get_431() -> None:
 # -- browser hardening ------------------------------------------------------------------------
 
 
+async def test_a_trailing_slash_is_not_redirected_to_a_url_built_from_the_host_header(
+    client: httpx.AsyncClient,
+) -> None:
+    """Starlette's default would answer /login/ with `Location: http://<Host>/login`: a link
+    to whatever host the request named, over http behind a TLS proxy."""
+    for path in ("/login/", "/account/", "/sessions/"):
+        reply = await client.get(path, headers={"Host": "evil.example"})
+        assert reply.status_code == 404, path
+        assert "location" not in reply.headers
+
+
 async def test_hsts_with_secure_cookies_only(settings: Settings) -> None:
     async with running(settings) as app, make_client(app) as c:
         hsts = (await c.get("/login")).headers["strict-transport-security"]

@@ -597,11 +597,16 @@ async def test_the_dev_inbox_lists_mail_and_makes_links_clickable(settings: Sett
     message.set_content("Open https://app.example/password/reset/abc. Thanks.")
     box.add(message)
     async with running(settings, dev_inbox=tmp_path / "mail") as app, make_client(app) as c:
-        inbox = await c.get("/dev/mail")
-        assert inbox.status_code == 200 and "Reset your password" in inbox.text
+        for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000"):  # this machine's names
+            inbox = await c.get("/dev/mail", headers={"Host": host})
+            assert inbox.status_code == 200 and "Reset your password" in inbox.text
         (path,) = re.findall(r'href="(/dev/mail/[^"]+)"', inbox.text)
-        page = await c.get(path)
+        page = await c.get(path, headers={"Host": "localhost:8000"})
         assert '<a href="https://app.example/password/reset/abc">' in page.text
+        # A page elsewhere whose name now points here (DNS rebinding) sends its own name.
+        rebound = {"Host": "rebind.attacker.example:8000", "Sec-Fetch-Site": "same-origin"}
+        assert (await c.get("/dev/mail", headers=rebound)).status_code == 404
+        assert (await c.get(path, headers=rebound)).status_code == 404
         # From anywhere but this machine, it does not exist.
         remote = {"X-Forwarded-For": "203.0.113.5"}
         inbox = tmp_path / "mail"
@@ -609,9 +614,11 @@ async def test_the_dev_inbox_lists_mail_and_makes_links_clickable(settings: Sett
             running(settings, dev_inbox=inbox, trusted_proxies=_loopback()) as proxied,
             make_client(proxied) as far,
         ):
-            assert (await far.get("/dev/mail", headers=remote)).status_code == 404
+            assert (
+                await far.get("/dev/mail", headers={**remote, "Host": "localhost:8000"})
+            ).status_code == 404
     async with running(settings) as app, make_client(app) as c:
-        assert (await c.get("/dev/mail")).status_code == 404
+        assert (await c.get("/dev/mail", headers={"Host": "localhost:8000"})).status_code == 404
 
 
 def _loopback() -> tuple[object, ...]:

@@ -76,6 +76,9 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    # No redirect from /login/ to /login: Starlette would build it as an absolute URL from the
+    # request's Host and scheme (http behind a TLS proxy), where every other link is a path.
+    app.router.redirect_slashes = False
     app.state.services = svc
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from markupsafe import Markup, escape
 from starlette.exceptions import HTTPException
@@ -20,12 +21,19 @@ from web.templating import render
 _LINK = re.compile(r"https?://[^\s<>\"']*[^\s<>\"'.,;:!?)]")  # a full stop ends a sentence, not a link
 
 
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _inbox(request: Request) -> Path:
-    inbox = services(request).settings.dev_inbox
-    # Only on this machine: the inbox holds every reset link the app has mailed.
-    if inbox is None or not in_networks(client_ip(request), LOOPBACK):
+    settings = services(request).settings
+    # Only on this machine: the inbox holds every reset link the app has mailed. And only under
+    # this machine's own names: a page elsewhere can point its name at 127.0.0.1 (DNS
+    # rebinding) and read what it fetches, but its requests carry its name as the Host.
+    host = request.url.hostname
+    named = host in LOCAL_NAMES or host == urlsplit(settings.public_url).hostname
+    if settings.dev_inbox is None or not named or not in_networks(client_ip(request), LOOPBACK):
         raise HTTPException(404)
-    return inbox
+    return settings.dev_inbox
 
 
 def linked(text: str) -> Markup:
