@@ -25,6 +25,8 @@ from tests.conftest import HX, PASSWORD, login, make_client, running, signup
 from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
+from tests.test_races import CHANGE, NEW_PASSWORD, Gate, gate_after, race, user_session_keys
+from tests.test_sessions_list import other_handle
 from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
 from web.auth.throttle import TAKEN_PER_ADDRESS
@@ -660,3 +662,86 @@ def test_production_needs_smtp_and_public_url(
 def test_malformed_mail_settings_are_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name}: "):
         Settings.from_env({"DATA_DIR": "/tmp/unused-data", name: value})
+
+
+# -- credential changes racing one another: each claims the epoch before it writes -----------
+
+
+async def owner_moves(move: str, owner: httpx.AsyncClient, smtp: MailServer, email: str) -> int:
+    """The owner's move while a password change from another browser is held; its status."""
+    if move == "revoke-others":
+        return (await owner.post("/sessions/revoke-others")).status_code
+    if move == "revoke":  # just the session of the browser changing the password
+        return (
+            await owner.post(f"/sessions/{other_handle((await owner.get('/sessions')).text)}/revoke")
+        ).status_code
+    if move == "report":  # "this wasn't me", from the notice of the owner's own new sign-in
+        (notice,) = [m for m in await mails_to(smtp, email, 2) if m.subject.startswith("New sign-in")]
+        return (await owner.post(link_to(notice, "/sessions/report/"))).status_code
+    if move == "reset":
+        link = await reset_link(owner, smtp, email)
+        return (await owner.post(link, data={"new_password": "the owner's own new pick"})).status_code
+    assert move == "delete"
+    return (await owner.post("/account/delete", data={"confirm": email})).status_code
+
+
+@pytest.mark.parametrize("move", ["revoke", "revoke-others", "report", "reset", "delete"])
+async def test_a_password_change_under_way_loses_to_what_the_owner_does_meanwhile(
+    app: Starlette, smtp: MailServer, redis: Redis, monkeypatch: pytest.MonkeyPatch, move: str
+) -> None:
+    """Someone who knows the password changes it; the owner, in another browser, ends every other
+    session, reports the session, resets the password or deletes the account while that change
+    is past its password check, or just ends that browser's session. The change must then change
+    nothing and keep no session: before the claim, it wrote its password and gave its session a
+    new id (a revoked session back)."""
+    for n in range(3):
+        email = f"ada{n}-{move}@example.com"
+        async with make_client(app) as taker, make_client(app) as owner:
+            assert (await signup(taker, email=email)).status_code == 303
+            assert (await login(owner, email=email)).status_code == 303
+            made = await User.find_one({"email": email})
+            assert made is not None
+            gate = Gate(1)
+            gate_after(app.state.services.passwords, "verify", gate, monkeypatch)
+            (change,) = await race([taker.post("/account/password", data=CHANGE)])
+            await gate.wait_for_all()
+            assert await owner_moves(move, owner, smtp, email) in (200, 303), (n, move)
+            gate.open.set()
+            assert (await change).status_code == 409, (n, move)
+            monkeypatch.undo()
+            assert (await taker.get("/")).status_code == 303, (n, move)  # signed out
+            sessions = user_session_keys(redis, str(made.id))
+            assert len(sessions) == (1 if move.startswith("revoke") else 0), (n, move)
+            if move == "delete":
+                assert await User.find_one({"email": email}) is None
+                continue
+            async with make_client(app) as check:
+                assert (await login(check, email=email, password=NEW_PASSWORD)).status_code == 401, (n, move)
+                expected = "the owner's own new pick" if move == "reset" else PASSWORD
+                assert (await login(check, email=email, password=expected)).status_code == 303, (n, move)
+
+
+async def test_a_reset_and_an_address_change_racing_do_not_both_go_through(
+    app: Starlette, client: httpx.AsyncClient, smtp: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reset link mailed to the old address, held after hashing its new password, while the
+    address change is confirmed: one of them wins (here the change), the other's link is gone.
+    Before, both went through: whoever read the old mailbox set the password of the moved account."""
+    for n in range(3):
+        old, new = f"ada{n}@example.com", f"ada{n}@new.example"
+        await signup(client, email=old)
+        assert (await change_email(client, new)).status_code == 303
+        (confirm,) = await mails_to(smtp, new)
+        link = await reset_link(client, smtp, old)
+        gate = Gate(1)
+        gate_after(app.state.services.passwords, "hash", gate, monkeypatch)
+        (reset,) = await race([client.post(link, data={"new_password": "the thief's pick"})])
+        await gate.wait_for_all()
+        assert (await client.post(link_to(confirm, "/email/verify/"))).status_code == 303, n
+        gate.open.set()
+        assert (await reset).status_code == 410, n
+        monkeypatch.undo()
+        async with make_client(app) as check:
+            assert (await login(check, email=new, password="the thief's pick")).status_code == 401, n
+            assert (await login(check, email=new)).status_code == 303, n
+        await client.post("/logout")

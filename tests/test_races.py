@@ -276,3 +276,33 @@ async def test_guessing_from_many_addresses_never_locks_out_the_owners_browser(s
         assert r.status_code == 429
         # ...but not the owner's.
         assert (await login(owner)).status_code == 303
+
+
+async def test_a_session_revoked_while_its_password_change_completes_stays_revoked(
+    app: Starlette, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change has claimed the epoch (it will go through) when the owner, in another browser,
+    ends that browser's session. Renewing the session's id must then fail, not bring it back
+    under a new id; and as the password did change, every session ends."""
+    from tests.test_sessions_list import other_handle
+
+    for n in range(ROUNDS):
+        email = f"renewed{n}@example.com"
+        async with make_client(app) as taker, make_client(app) as owner:
+            assert (await signup(taker, email=email)).status_code == 303
+            assert (await login(owner, email=email)).status_code == 303
+            user = await User.find_one({"email": email})
+            assert user is not None
+            handle = other_handle((await owner.get("/sessions")).text)
+            gate = Gate(1)
+            gate_after(app.state.services.store, "claim", gate, monkeypatch)
+            (change,) = await race([taker.post("/account/password", data=CHANGE)])
+            await gate.wait_for_all()
+            assert (await owner.post(f"/sessions/{handle}/revoke")).status_code == 303
+            gate.open.set()
+            assert (await change).status_code == 303, n
+            monkeypatch.undo()
+            assert (await taker.get("/")).status_code == 303, n
+            assert user_session_keys(redis, str(user.id)) == [], n
+            async with make_client(app) as check:
+                assert (await login(check, email=email, password=NEW_PASSWORD)).status_code == 303, n

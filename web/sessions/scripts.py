@@ -45,9 +45,15 @@ return 1
 
 # Sign in: only under the epoch read before the password was checked; then index the session
 # (dropping entries past their deadline, evicting the oldest beyond the cap, never the newcomer)
-# and write it. The index expires with the last session it can hold.
+# and write it. The index expires with the last session it can hold. With KEYS[4] (a signed-in
+# session taking a new id), only while that session is alive, and it goes in the same step: a
+# session revoked mid-request must not come back under its new id.
 CREATE_FOR_USER = """
 if tonumber(redis.call('GET', KEYS[2]) or 0) ~= tonumber(ARGV[5]) then return false end
+if KEYS[4] then
+  if redis.call('DEL', KEYS[4]) == 0 then return false end
+  redis.call('ZREM', KEYS[1], string.sub(KEYS[4], 3))  -- 's:' .. digest
+end
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
@@ -112,7 +118,12 @@ if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return value
 """
 
+# Bump the credential epoch; with ARGV[2], only if it is still that (else false): of two
+# credential changes that read the same epoch, one goes through. With KEYS[2], only while that
+# session (the one asking) is alive.
 BUMP = """
+if ARGV[2] and tonumber(redis.call('GET', KEYS[1]) or 0) ~= tonumber(ARGV[2]) then return false end
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return false end
 local epoch = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return epoch

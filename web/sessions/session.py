@@ -188,21 +188,31 @@ class Session:
         await self._move(fields, previous_user=previous_user, epoch=epoch)
 
     async def cycle(self, *, epoch: int) -> None:
-        """Give the session a new id, keeping everything else (deadlines included)."""
-        self._check_loaded()
-        await self._move(dict(self._fields), previous_user=self._fields.get(USER), epoch=epoch)
+        """Give the signed-in session a new id, keeping everything else (deadlines included).
 
-    async def _move(self, fields: dict[str, str], *, previous_user: str | None, epoch: int) -> None:
+        Raises StaleCredentials if the epoch is no longer `epoch`, or the session has ended.
+        """
+        self._check_loaded()
+        if self.digest is None or self.user is None:
+            raise RuntimeError("no signed-in session to renew")
+        await self._move(dict(self._fields), previous_user=self.user.id, epoch=epoch, replace=True)
+
+    async def _move(
+        self, fields: dict[str, str], *, previous_user: str | None, epoch: int, replace: bool = False
+    ) -> None:
         old_digest = self.digest
         user_id = fields.get(USER)
         session_id = new_id(user_tag(user_id) if user_id else None)
         new_digest = digest(session_id)
         stored = {**fields, **{DATA_PREFIX + k: json.dumps(v) for k, v in self._data.items()}}
         if user_id:
-            self.ttl_ms = await self._store.create_for_user(new_digest, stored, epoch=epoch)
+            replacing = old_digest if replace else None
+            self.ttl_ms = await self._store.create_for_user(
+                new_digest, stored, epoch=epoch, replacing=replacing
+            )
         else:
             self.ttl_ms = await self._store.create(new_digest, stored)
-        if old_digest is not None:
+        if old_digest is not None and not replace:
             await self._store.delete(old_digest, previous_user)
         self.id, self.digest, self._fields = session_id, new_digest, fields
         self._changed.clear()

@@ -171,16 +171,22 @@ class SessionStore:
         await self._create(keys=[session_key(digest)], args=[expires_at, *flat])
         return expires_at - now_ms
 
-    async def create_for_user(self, digest: str, fields: Mapping[str, str], *, epoch: int) -> int:
-        """Store a signed-in session and index it, if the user's epoch is still `epoch`.
+    async def create_for_user(
+        self, digest: str, fields: Mapping[str, str], *, epoch: int, replacing: str | None = None
+    ) -> int:
+        """Store a signed-in session and index it, if the user's epoch is still `epoch`; with
+        `replacing` (a digest of the same user's), only if that session is alive, and it ends.
 
-        Raises StaleCredentials when it is not. Returns the session's TTL in milliseconds.
+        Raises StaleCredentials when not. Returns the session's TTL in milliseconds.
         """
         user_id, created = fields[USER], int(fields[CREATED])
         now_ms, expires_at = self._expiry(fields)
         flat = [x for pair in fields.items() for x in pair]
+        keys = [index_key(user_id), epoch_key(user_id), session_key(digest)]
+        if replacing is not None:
+            keys.append(session_key(replacing))
         done = await self._create_for_user(
-            keys=[index_key(user_id), epoch_key(user_id), session_key(digest)],
+            keys=keys,
             # Whole seconds: an integer score takes a third of the memory of a fractional one.
             args=[
                 now_ms // 1000,
@@ -211,6 +217,20 @@ class SessionStore:
     async def bump_epoch(self, user_id: str) -> int:
         """Void sign-ins under way (and links tied to the epoch) without ending any session."""
         return int(await self._bump(keys=[epoch_key(user_id)], args=[EPOCH_TTL]))
+
+    async def claim(self, user_id: str, epoch: int, *, session: str | None = None) -> int | None:
+        """Bump the epoch if it is still `epoch` (read before the credential was checked, or
+        carried by a link) and, with `session` (a digest), while that session is alive; return
+        the new epoch, or None if something changed it first.
+
+        A credential change claims before it writes: of a reset, a password change and an
+        address change racing, one goes through, and anything that bumped the epoch meanwhile
+        (revoke-others, "this wasn't me", a deletion) or ended the session asking stops the
+        others before they write.
+        """
+        keys = [epoch_key(user_id)] if session is None else [epoch_key(user_id), session_key(session)]
+        claimed = await self._bump(keys=keys, args=[EPOCH_TTL, epoch])
+        return None if claimed is None else int(claimed)
 
     async def put_challenge(self, digest: str, purpose: str, value: str, ttl: int) -> None:
         """Keep a one-time value in this session (a WebAuthn challenge) for `ttl` seconds.

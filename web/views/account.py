@@ -13,10 +13,11 @@ from web.forms import NAME_MAX, done, form_page, page_of, read_form, take_flash,
 from web.guard import SignedIn, SignedOut, signed_in
 from web.security import client_ip
 from web.services import services
-from web.sessions import StaleCredentials
+from web.sessions import Session, StaleCredentials
 
 PAGE = "pages/password.html"
 CHANGED = "Your password was changed, and every other session was signed out."
+RACED = "Your account changed while this was being done, so nothing was changed. Try again."
 
 
 @signed_in
@@ -52,27 +53,40 @@ async def change_password(request: Request, me: SignedIn) -> Response:
     if errors:
         return page(422, errors)
 
+    user_id = str(user.id)
+    epoch = await svc.store.epoch(user_id)  # before the check, as at sign-in
     checked = await check_password(request, user, current, event="password_change_failure")
     if checked is False:
         return page(401, {"current_password": "That is not your current password."})
     if checked is not True:
         message, headers = throttled(checked)
         return page(429, message=message, headers=headers)
+    new_hash = await svc.passwords.hash(new)
 
-    # The new hash first, then the epoch: a sign-in reads them in the other order (views/auth.py).
-    await user.set_fields(password_hash=await svc.passwords.hash(new))
-    # Whoever knew the old password may hold a session, or be signing in right now: end them
-    # all but this one, which gets a new id too.
-    epoch = await end_sessions(
-        request, str(user.id), keep=me.session, reason="password_changed", bump_epoch=True
-    )
+    # Claimed before anything is written: a reset, another change, anything that ended
+    # sessions or changed credentials since the check (revoke-others, "this wasn't me", a
+    # deletion), or the end of this very session wins, and this changes nothing.
+    claimed = await svc.store.claim(user_id, epoch, session=me.session.digest)
+    if claimed is None:
+        return page(409, message=RACED)
+    # The new hash first, then the epoch again: a sign-in reads them in the other order
+    # (views/auth.py), so one that read the old hash cannot complete after the sweep below.
+    await user.set_fields(password_hash=new_hash)
     try:
-        await me.session.cycle(epoch=epoch)
+        # A new id, only if this session is still alive (one revoked meanwhile stays dead) and
+        # nothing has bumped the epoch since the claim.
+        await me.session.cycle(epoch=claimed)
+        keep: Session | None = me.session
     except StaleCredentials:
-        await me.session.destroy()  # another change won the race, and ended this session too
-        raise SignedOut from None
+        keep = None
+    # Whoever knew the old password may hold a session, or be signing in right now: end them
+    # all but this one.
+    await end_sessions(request, user_id, keep=keep, reason="password_changed", bump_epoch=True)
+    if keep is None:
+        await me.session.destroy()
+        raise SignedOut
     await notices.password_changed(request, user, how="changed")
-    audit("password_changed", ip=client_ip(request), user_id=str(user.id), session=handle(svc, me.session))
+    audit("password_changed", ip=client_ip(request), user_id=user_id, session=handle(svc, me.session))
     return done(request, me.session, CHANGED, "password", page(notice=CHANGED))
 
 

@@ -81,7 +81,16 @@ async def verify(request: Request) -> Response:
     svc = services(request)
     _, user = await _target(request)
     token = await svc.tokens.consume("verify", request.path_params["token"])
-    if token is None or not await _still_good(request, token, user):
+    if token is None:
+        raise LinkGone(GONE, again="account")
+    if "epoch" in token.data:
+        # An address change is a change of credentials: claimed before it is written, so of it
+        # and a reset racing it, one goes through. Links mailed to the old address (a reset,
+        # say) must not outlive it: they die with the epoch.
+        good = await svc.store.claim(str(user.id), token.data["epoch"]) is not None
+    else:
+        good = await _still_good(request, token, user)
+    if not good:
         raise LinkGone(GONE, again="account")
     address, ip = token.data["email"], client_ip(request)
     session = await session_of(request).load()
@@ -94,8 +103,6 @@ async def verify(request: Request) -> Response:
         await user.set_fields(email=address)
     except DuplicateKeyError:
         raise HTTPException(409, TAKEN) from None  # taken since the change was asked for
-    # Links mailed to the old address (a reset, say) must not outlive it: they die with the epoch.
-    await svc.store.bump_epoch(str(user.id))
     await mark_verified(request, user)
     await notices.email_changed(request, user, old, address, done=True)
     audit("email_changed", ip=ip, user_id=str(user.id))

@@ -78,12 +78,13 @@ async def reset(request: Request) -> Response:
         return form_page(
             request, RESET, values={}, errors=errors, status=422, min_length=svc.passwords.min_length
         )
+    new_hash = await svc.passwords.hash(new)
     token = await svc.tokens.consume("reset", raw)
-    if token is None or token.data["epoch"] != await svc.store.epoch(str(user.id)):
-        raise LinkGone(
-            GONE, again="forgot_password"
-        )  # used by a request that raced this one, or voided since
-    await user.set_fields(password_hash=await svc.passwords.hash(new))
+    # Used by a request that raced this one, or voided since; claimed before anything is
+    # written, so of this and a password or address change racing it, one goes through.
+    if token is None or await svc.store.claim(str(user.id), token.data["epoch"]) is None:
+        raise LinkGone(GONE, again="forgot_password")
+    await user.set_fields(password_hash=new_hash)
     if user.email_verified_at is None:
         # The link came to this address: it is the owner's, and the account may have been made by
         # someone else (pre-hijacking). What they added goes: their passkeys, app and codes.
