@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+from collections.abc import Iterator
 
+import pytest
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from tests.conftest import login, make_client, running, signup
 from web.settings import Settings
@@ -55,3 +59,57 @@ async def test_metrics_are_for_trusted_addresses_or_the_token(settings: Settings
         ).status_code == 404
         allowed = await c.get("/metrics", headers={**outside, "Authorization": f"Bearer {TOKEN}"})
         assert allowed.status_code == 200 and allowed.headers["cache-control"] == "no-store"
+
+
+async def test_a_client_that_leaves_mid_body_is_no_server_error(
+    app: Starlette, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A form post whose client goes away before its body is in (a phone losing signal, or
+    someone holding connections open to set off the error alert): no traceback, no 500 counted,
+    but a 499, and nothing sent."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": "/login",
+        "raw_path": b"/login",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", b"1000"),
+            (b"sec-fetch-site", b"same-origin"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 443),
+    }
+    sent: list[Message] = []
+    messages: Iterator[Message] = iter(())
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async with make_client(app) as c:
+        before = (await c.get("/metrics")).text
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                messages = iter(
+                    [
+                        {"type": "http.request", "body": b"email=a", "more_body": True},
+                        {"type": "http.disconnect"},
+                    ]
+                )
+                await app(scope, receive, send)
+        after = (await c.get("/metrics")).text
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    gone = 'web_requests_total{method="POST",route="/login",status="499"}'
+    error = 'web_requests_total{method="POST",route="/login",status="500"}'
+    assert value(after, gone) - value(before, gone) == 3
+    assert value(after, error) == value(before, error)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pymongo.errors import ConnectionFailure, OperationFailure
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -96,6 +96,11 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, watch)
+        except ClientDisconnect:
+            # The client went away before its body was in (a phone losing signal, or someone
+            # holding connections open): nobody to answer, nothing broken, nothing to alert on.
+            log.info("client went away during %s %r", scope["method"], scope["path"])
+            scope[metrics.CLIENT_GONE] = True  # counted as 499
         except Busy:
             # Too many passwords waiting for bcrypt: say so at once rather than queue for seconds.
             log.warning("password queue full during %s %r", scope["method"], scope["path"])

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from web.settings import Network
 
 log = logging.getLogger(__name__)
+CLIENT_GONE = "web.client_gone"  # in the scope when the client left before it was answered (errors.py)
 
 SignIn = Literal["ok", "wrong_password", "throttled", "second_factor_pending"]
 Service = Literal["redis", "mongodb"]
@@ -161,7 +162,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # what the server sends if the app ends without a response
+        # What the server sends if the app ends without a response (499: the client had left).
+        status = 500
 
         # Not async: handing back send's own awaitable spares a coroutine per message.
         def send_status(message: Message) -> Awaitable[None]:
@@ -178,6 +180,8 @@ class MetricsMiddleware:
             raise
         finally:
             elapsed = time.perf_counter() - start
+            if scope.get(CLIENT_GONE):  # left before an answer: not a server error
+                status = 499
             # Starlette's router leaves the route it matched in this same scope dict.
             route = scope.get("route")
             method = scope["method"]
