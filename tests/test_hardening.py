@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from redis import Redis
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -96,12 +96,12 @@ async def test_a_chunked_body_over_the_limit_is_413_even_in_one_field(client: ht
 
 
 @contextlib.asynccontextmanager
-async def uvicorn_serving(app: Starlette) -> AsyncIterator[int]:
+async def uvicorn_serving(
+    app: Starlette, protocol: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol
+) -> AsyncIterator[int]:
     """The app behind real uvicorn with the production protocol, on a free port."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=LimitedHttpToolsProtocol, log_level="error"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -183,6 +183,64 @@ async def test_request_headers_over_the_limit_get_431() -> None:
         )
         reply = await raw_request(port, head, body)
         assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(f"ok: {len(body)}".encode())
+
+
+async def test_a_pipelined_request_after_a_big_body_is_not_a_big_head() -> None:
+    """A 40 KB body, then the start of the next request in the same read: that head is small
+    (it used to be counted with the read it began in, and both answers were lost to a 431)."""
+
+    async def hello(request: Request) -> Response:
+        return Response("ok: " + str(len(await request.body())))
+
+    app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"])])
+    async with uvicorn_serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"x" * 40_000
+        writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        writer.write(b"GET / HTTP/1.1\r\nHo")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            first = await reader.readuntil(b"ok: 40000")
+            writer.write(b"st: t\r\nConnection: close\r\n\r\n")
+            rest = await reader.read()
+        writer.close()
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert rest.endswith(b"ok: 0") and b" 431 " not in rest
+
+
+class QuickDeadline(LimitedHttpToolsProtocol):
+    request_timeout = 0.5
+
+
+async def test_a_request_that_does_not_arrive_in_time_is_cut_off() -> None:
+    """Half a head, half a body, or nothing at all: each connection is closed once the
+    deadline passes (408 for a head), not held for as long as the client likes; and a request
+    that arrives in time on the same kind of connection is answered."""
+    bodies: list[int] = []
+
+    async def hello(request: Request) -> Response:
+        try:
+            bodies.append(len(await request.body()))
+        except ClientDisconnect:
+            bodies.append(-1)
+            raise
+        return Response("ok")
+
+    app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"])])
+    async with uvicorn_serving(app, QuickDeadline) as port:
+        for sent, answer in (
+            (b"GET / HTTP/1.1\r\nHost: t\r\nCookie: a", b"HTTP/1.1 408 "),
+            (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc", b""),
+            (b"", b""),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(sent)
+            async with asyncio.timeout(5):  # far past the deadline: uvicorn alone never hangs up
+                assert (await reader.read()).startswith(answer), sent
+            writer.close()
+        assert bodies == [-1]  # the app was told the client was gone
+        fine = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        assert (await raw_request(port, fine)).startswith(b"HTTP/1.1 200 ")
 
 
 # -- browser hardening ------------------------------------------------------------------------

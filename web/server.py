@@ -7,6 +7,7 @@ buffered whole); the protocol below refuses more than MAX_HEADER_BYTES with a 43
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -18,6 +19,7 @@ from web.metrics import multiprocess_dir
 from web.settings import Settings, SettingsError
 
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers together; browsers send a few KiB
+REQUEST_TIMEOUT_S = 30.0  # for a whole request to arrive; a full 1 MiB body needs 35 KB/s
 
 
 class HeadTooLarge(Exception):
@@ -25,25 +27,47 @@ class HeadTooLarge(Exception):
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools with a cap on the bytes of a request's head (request line and headers).
+    """httptools with a cap on the bytes of a request's head and a deadline for each request.
 
-    Two counts, because a head arrives either in many reads or in one: the bytes received
-    since the request began (an upper bound, which catches a head that never ends), and the
-    bytes of the URL and headers as the parser hands them over (exact, which catches a head
-    that came whole in one read, where the first count has no read to check after).
+    The cap (MAX_HEADER_BYTES, 431) uses two counts, because a head arrives in many reads or in
+    one: the bytes of the reads made while it was incomplete (a bound that catches a head that
+    never ends; the read it began in counts whole, unless the previous request's body was in
+    it) and the bytes of the URL and headers as the parser hands them over (exact, which catches
+    a head that came whole in one read).
+
+    The deadline: a request must have arrived whole, head and body, within `request_timeout`
+    of its first byte (a new connection, of its opening). Uvicorn has no such limit, so a client
+    sending a byte now and then held a connection, and up to a megabyte of body, for as long as
+    it liked. Armed only when a read ends with a request incomplete: no timer for the usual one.
     """
+
+    request_timeout = REQUEST_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # None once the headers of the current request are in
-        self._chunk = 0
         self._parsed = 0
         self._too_big = False
+        self._read = 0  # bytes in the read being parsed
+        self._ended_in_read = False  # a request ended in it
+        self._waiting = True  # for (the rest of) a request
+        self._began = False  # a request's first bytes are in
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
-        # Somewhere in the chunk being parsed: count all of it, an upper bound.
-        self._head_bytes = self._chunk
+        # Somewhere in the read being parsed: all of it counts, unless a request ended earlier
+        # in it (its body may be most of it); then this head counts from the next read on.
+        self._head_bytes = 0 if self._ended_in_read else self._read
         self._parsed = 0
+        self._waiting = self._began = True
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -61,16 +85,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise HeadTooLarge  # before the request reaches the app
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._waiting = self._began = False
+        self._ended_in_read = True
+        self._disarm()
+        super().on_message_complete()
+
     def data_received(self, data: bytes) -> None:
-        self._chunk = len(data)
+        self._read, self._ended_in_read = len(data), False
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)
-        # Checked after parsing, so a chunk that holds the headers and the start of a body does
+        if self.transport.is_closing():
+            return
+        # Checked after parsing, so a read that holds the headers and the start of a body does
         # not count the body; a head still incomplete past the limit is refused.
-        too_big = self._head_bytes is not None and self._head_bytes > MAX_HEADER_BYTES
-        if too_big and not self.transport.is_closing():
+        if self._head_bytes is not None and self._head_bytes > MAX_HEADER_BYTES:
             self._refuse()
+        elif self._waiting:
+            self._arm()
 
     def send_400_response(self, msg: str) -> None:
         """Uvicorn's answer to a parser error; HeadTooLarge is one, and gets its 431."""
@@ -85,6 +118,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 34\r\n\r\n"
             b"Request header fields too large.\r\n"
         )
+        self.transport.close()
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self._began and self._head_bytes is not None:  # part of a head (no byte at all: hang up)
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\n"
+                b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 20\r\n\r\n"
+                b"Request timed out.\r\n"
+            )
+        # Past the head, the app has the request: closing tells it the client is gone (a 499).
         self.transport.close()
 
 
