@@ -366,6 +366,11 @@ HOSTILE_ADDRESSES = [
     "x(attacker@evil.example)@victim.example",
     "x@victim.example(attacker@evil.example)",
     "ü@victim.example",  # the email package refuses a non-ASCII local part
+    # One more account for a mailbox that has one: the same domain under IDNA (xn--bcher-kva.de),
+    # fullwidth letters (example.com once mapped), Arabic-Indic digits.
+    "x@bücher.de",
+    "y@ｅｘａｍｐｌｅ.com",
+    "z@١٢٣.com",
 ]
 
 
