@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from redis import Redis
 
 from tests.conftest import HX, PASSWORD, session_keys, signup
@@ -138,3 +139,31 @@ async def test_signed_in_user_is_sent_home_from_the_forms(client: httpx.AsyncCli
         r = await client.get(path)
         assert r.status_code == 303
         assert r.headers["location"] == "/"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Bob\u202eevil",  # right-to-left override: reorders what a page or mail shows
+        "\u200b",  # zero-width space: a name that looks empty
+        "A\u200b",  # ... or like another one
+        "\u2066Eve\u2069",  # isolates
+        "Eve\U000e0041",  # a tag character
+        "\ue000",  # private use
+        "\u0301\u0301",  # combining marks alone: nothing to read
+    ],
+)
+async def test_names_with_invisible_or_reordering_characters_are_refused(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    r = await signup(client, first=name)
+    assert r.status_code == 422
+    assert await User.find_one({"email": "ada@example.com"}) is None
+
+
+@pytest.mark.parametrize("name", ["Mehr\u200cdad", "\U0001f469\u200d\U0001f4bb Ada", "Zoë", "O'Brien-Smith"])
+async def test_names_that_need_joiners_or_marks_are_kept(client: httpx.AsyncClient, name: str) -> None:
+    """Joiners shape Persian and Indic names, and emoji sequences."""
+    assert (await signup(client, first=name)).status_code == 303
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None and user.first_name == name

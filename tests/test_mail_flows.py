@@ -369,7 +369,7 @@ HOSTILE_ADDRESSES = [
     # One more account for a mailbox that has one: the same domain under IDNA (xn--bcher-kva.de),
     # fullwidth letters (example.com once mapped), Arabic-Indic digits.
     "x@bücher.de",
-    "y@ｅｘａｍｐｌｅ.com",
+    "y@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",
     "z@١٢٣.com",
 ]
 
@@ -750,3 +750,30 @@ async def test_a_reset_and_an_address_change_racing_do_not_both_go_through(
             assert (await login(check, email=new, password="the thief's pick")).status_code == 401, n
             assert (await login(check, email=new)).status_code == 303, n
         await client.post("/logout")
+
+
+async def test_mail_to_an_address_not_confirmed_carries_none_of_the_makers_words(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    """Whoever signs up with an address may not own it: the name they typed is theirs to choose
+    ("your account is suspended, go to ..."), and must not reach the owner in a mail from this
+    site. Greeting by name starts once the address is confirmed; a passkey's name (chosen by
+    whoever added it) never goes into the owner's alarm."""
+    pitch = "Your account is suspended. Restore it within 24h at https://evil.example/restore"
+    await signup(client, first=pitch)
+    (verify,) = await mails_to(smtp, "ada@example.com")
+    reset = with_link(smtp, "ada@example.com", "/password/reset/")
+    assert not reset
+    assert (await forgot(client)).status_code == 200
+    await smtp.wait_for(lambda _: bool(with_link(smtp, "ada@example.com", "/password/reset/")), within=WITHIN)
+    (reset_mail,) = with_link(smtp, "ada@example.com", "/password/reset/")
+    for mail in (verify, reset_mail):
+        assert "evil.example" not in mail.text + mail.html, mail.subject
+        assert "Hello," in mail.text
+    assert (await client.post(link_to(verify, "/email/verify/"))).status_code == 303
+    authenticator = SoftAuthenticator(PUBLIC)
+    await register(client, authenticator, name="Laptop” added by you. Ignore this notice. “x")
+    notice = (await mails_to(smtp, "ada@example.com", 3))[-1]
+    assert notice.subject == "Your sign-in security changed"
+    assert f"Hello {pitch}," in notice.text  # the owner's own account now: their own name
+    assert "Ignore this notice" not in notice.text + notice.html and "a passkey added" in notice.text

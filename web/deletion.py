@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from web import activity
+from web import activity, notices
 from web.accounts import end_sessions
 from web.audit import audit
 from web.auth.users import User
@@ -34,7 +34,7 @@ async def delete_account(request: Request, session: Session, user: User) -> None
     svc = services(request)
     user_id, email = str(user.id), user.email
     await end_sessions(request, user_id, keep=session, reason="deleted", bump_epoch=True)
-    goodbye = await svc.mail.send(email, "goodbye", name=user.first_name)
+    goodbye = await svc.mail.send(email, "goodbye", name=notices.greeting(user, email))
     await svc.mail.forget(email, keep=(goodbye,))
     await svc.tokens.delete_all(user_id)
     await svc.throttle.forget(email, user_id)

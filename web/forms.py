@@ -55,9 +55,23 @@ def text_problem(value: str, what: str, limit: int) -> str | None:
         return f"Enter your {what}."
     if len(value) > limit:
         return f"Use at most {limit} characters."
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+    if any(_unusable(ch) for ch in value):
         return f"Your {what} contains characters that can't be used."
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in value):
+        return f"Your {what} needs at least one letter, digit or sign."
     return None
+
+
+# Joiners shape scripts and emoji: the one kind of invisible character that names need.
+JOINERS = frozenset("\u200c\u200d")
+
+
+def _unusable(ch: str) -> bool:
+    """Control, surrogate, private or unassigned characters, and invisible formatting other
+    than joiners: direction overrides would reorder what a page or mail shows, and zero-width
+    characters make a name that looks empty or like another one."""
+    category = unicodedata.category(ch)
+    return category in ("Cc", "Cs", "Co", "Cn") or (category == "Cf" and ch not in JOINERS)
 
 
 def email_problem(email: str) -> str | None:

@@ -29,6 +29,13 @@ def _where(request: Request) -> dict[str, str]:
     return {"browser": browser_label(request.headers.get("user-agent", "")), "ip": client_ip(request)}
 
 
+def greeting(user: User, to: str) -> str:
+    """The name to greet by: only in mail to an address the account has confirmed. Whoever made
+    an account may not own its address, and must not get their own words (a name can be "your
+    account is suspended, go to ...") mailed from this site to its owner."""
+    return user.first_name if user.email_verified_at is not None and to == user.email else ""
+
+
 def _link(request: Request, route: str, **params: str) -> str:
     return services(request).mail.link(path_for(request, route, **params))
 
@@ -38,10 +45,11 @@ async def _notice(
 ) -> None:
     """A security notice: to the account's address (or `to`), saying when, from which browser
     and address, with a link to reset the password if it was not the owner."""
+    to = to or user.email
     await services(request).mail.send(
-        to or user.email,
+        to,
         template,
-        name=user.first_name,
+        name=greeting(user, to),
         when=_when(),
         reset_link=_link(request, "forgot_password"),
         **_where(request),
@@ -57,7 +65,7 @@ async def password_reset(request: Request, user: User, *, epoch: int) -> None:
     await svc.mail.send(
         user.email,
         "password_reset",
-        name=user.first_name,
+        name=greeting(user, user.email),
         link=_link(request, "password_reset", token=token),
         minutes=ttl // 60,
     )
@@ -74,7 +82,7 @@ async def verify_email(request: Request, user: User, address: str, *, epoch: int
     await svc.mail.send(
         address,
         "verify_email",
-        name=user.first_name,
+        name=greeting(user, address),
         link=_link(request, "verify_email", token=token),
         hours=ttl // 3600,
         change=change,
