@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.applications import Starlette
 
 from tests.conftest import HX, PASSWORD, login, make_client, running, signup
 from tests.helpers.authenticator import SoftAuthenticator
+from web.auth.throttle import PASSKEY_CHALLENGES_PER_CLIENT
 from web.auth.users import User
 from web.sessions.store import session_key
 from web.settings import Settings
@@ -521,3 +523,93 @@ async def test_sensitive_actions_need_sudo(client: httpx.AsyncClient, app: Starl
     ):
         r = await client.post(path, data={}, headers=JSON)
         assert r.status_code == 401 and r.json()["reauthenticate"] is True, path
+
+
+# -- passkey registration and sign-in under attack (found by an attack review) ---------------
+
+
+async def test_two_first_registrations_at_once_get_one_handle_and_both_sign_in(app: Starlette) -> None:
+    """Two sessions of an account with no passkey yet ask for options at the same moment: each
+    used to store a handle of its own, the last won, and the other's passkey could never sign in."""
+    for n in range(10):
+        email = f"twice{n}@example.com"
+        async with make_client(app) as one, make_client(app) as two:
+            await signup(one, email=email)
+            await login(two, email=email)
+            options = await asyncio.gather(*(c.post("/account/passkeys/options") for c in (one, two)))
+            handles = {o.json()["user"]["id"] for o in options}
+            assert len(handles) == 1, n
+            keys = [SoftAuthenticator(ORIGIN), SoftAuthenticator(ORIGIN)]
+            for client, key, option in zip((one, two), keys, options, strict=True):
+                credential = json.dumps(key.create(option.json()))
+                added = await client.post("/account/passkeys", data={"credential": credential, "name": "Key"})
+                assert added.status_code == 200, n
+            for key in keys:
+                async with make_client(app) as fresh:
+                    assert (await passkey_sign_in(fresh, key)).status_code == 200, n
+
+
+async def test_a_credential_id_too_long_or_already_registered_is_refused(app: Starlette) -> None:
+    """With "none" attestation the client picks the credential id: 16 KB made a 20 KB removal URL
+    that proxies refuse, and one already on this or another account made two passkeys of one."""
+    async with make_client(app) as ada, make_client(app) as eve:
+        await signup(ada, email="ada@example.com")
+        await signup(eve, email="eve@example.com")
+        key = SoftAuthenticator(ORIGIN)
+        await register(ada, key)
+        taken = key.credentials[0].credential_id
+        for client, credential_id in ((ada, os.urandom(1024)), (ada, taken), (eve, taken)):
+            options = (await client.post("/account/passkeys/options")).json()
+            options["excludeCredentials"] = []  # a client that ignores the list
+            credential = SoftAuthenticator(ORIGIN).create(options, credential_id=credential_id)
+            r = await client.post(
+                "/account/passkeys", data={"credential": json.dumps(credential), "name": "X"}
+            )
+            assert r.status_code == 400, len(credential_id)
+    for email, count in (("ada@example.com", 1), ("eve@example.com", 0)):
+        user = await User.find_one({"email": email})
+        assert user is not None and len(user.passkeys) == count
+
+
+async def test_a_refused_passkey_of_the_account_shows_in_its_activity(app: Starlette) -> None:
+    """A counter gone back (what a cloned authenticator looks like) names the account: its
+    owner sees a failed sign-in, and the metrics count a passkey failure, not a wrong password."""
+    async with make_client(app) as ada:
+        await signup(ada)
+        key = SoftAuthenticator(ORIGIN)
+        await register(ada, key)
+        before = (await ada.get("/metrics")).text
+        async with make_client(app) as clone:
+            assert (await passkey_sign_in(clone, key)).status_code == 200
+            await clone.post("/logout")
+            assert (await passkey_sign_in(clone, key, sign_count_override=1)).status_code == 401
+        after = (await ada.get("/metrics")).text
+        await app.state.services.activity.flush()
+        events = (await ada.get("/account/activity", headers=JSON)).json()["events"]
+    failed = [e for e in events if e["type"] == "sign_in_failed"]
+    assert failed and failed[0]["wrong"] == "passkey"
+
+    def count(text: str, outcome: str) -> float:
+        found = re.search(rf'^web_sign_ins_total{{outcome="{outcome}"}} ([0-9.e+]+)$', text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    assert count(after, "passkey_failed") - count(before, "passkey_failed") == 1
+    assert count(after, "wrong_password") == count(before, "wrong_password")
+
+
+async def test_passkey_options_for_visitors_without_a_session_are_short_lived_and_limited(
+    app: Starlette, redis: Redis
+) -> None:
+    """Each cookie-less request for sign-in options makes a session to hold its challenge: it
+    used to last the 30-minute idle timeout, with no limit, so a script could fill Redis."""
+    async with make_client(app) as c:
+        assert (await c.post("/login/passkey/options")).status_code == 200
+        (key,) = redis.scan_iter("s:*")
+        assert 0 < redis.pttl(key) <= 300_000  # the challenge's 5 minutes
+        statuses = []
+        for _ in range(PASSKEY_CHALLENGES_PER_CLIENT):
+            c.cookies.clear()
+            statuses.append((await c.post("/login/passkey/options")).status_code)
+    assert statuses[:-1] == [200] * (PASSKEY_CHALLENGES_PER_CLIENT - 1)
+    assert statuses[-1] == 429
+    assert len(list(redis.scan_iter("s:*"))) == PASSKEY_CHALLENGES_PER_CLIENT

@@ -70,6 +70,8 @@ def events_of(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         return [("sign_in", {"with": FACTORS[event]})]
     if event == "signup":
         return [("sign_up", {})]
+    if event == "passkey_failure":  # one of the account's own passkeys, refused (a clone, say)
+        return [("sign_in_failed", {"wrong": "passkey"})] if record.get("user_id") else []
     if event in ("login_failure", "second_factor_failure"):
         failed = ("sign_in_failed", {"wrong": "code" if event == "second_factor_failure" else "password"})
         locked = record.get("locked_for")

@@ -37,7 +37,7 @@ from web.settings import Network
 log = logging.getLogger(__name__)
 CLIENT_GONE = "web.client_gone"  # in the scope when the client left before it was answered (errors.py)
 
-SignIn = Literal["ok", "wrong_password", "throttled", "second_factor_pending"]
+SignIn = Literal["ok", "wrong_password", "passkey_failed", "throttled", "second_factor_pending"]
 Service = Literal["redis", "mongodb"]
 MailFailure = Literal["transient", "permanent"]  # will be retried / was dropped
 Reading = Callable[[], Awaitable[float]]

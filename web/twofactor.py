@@ -140,7 +140,9 @@ def relying_party(request: Request) -> RelyingParty:
 
 
 async def _challenge(request: Request, session: Session, purpose: str, challenge: bytes) -> None:
-    await session.materialize()  # a challenge is bound to a session, so there must be one
+    # A challenge is bound to a session, so there must be one; one made just for it (a visitor
+    # with no cookie) lasts as long as the challenge, unless the visitor goes on using it.
+    await session.materialize(lasting=CHALLENGE_TTL)
     assert session.digest is not None
     await services(request).store.put_challenge(session.digest, purpose, _b64(challenge), CHALLENGE_TTL)
 
@@ -156,12 +158,11 @@ async def _take_challenge(request: Request, session: Session, purpose: str) -> b
 
 async def registration_options(request: Request, session: Session, user: User) -> str:
     """The options for navigator.credentials.create(), as JSON; the challenge is kept for 5 min."""
-    if user.webauthn_handle is None:
-        # Random, not the user id: a passkey names an account without telling who it is.
-        await user.set_fields(webauthn_handle=_b64(secrets.token_bytes(32)))
-    assert user.webauthn_handle is not None
+    # Random, not the user id: a passkey names an account without telling who it is. One per
+    # account: of two first registrations at once, both get the handle that was stored first.
+    handle = user.webauthn_handle or await user.keep_webauthn_handle(_b64(secrets.token_bytes(32)))
     options, challenge = relying_party(request).registration_options(
-        _unb64(user.webauthn_handle),
+        _unb64(handle),
         user.email,
         user.display_name,
         exclude=[_unb64(p.id) for p in user.passkeys],
@@ -174,6 +175,10 @@ async def register(request: Request, session: Session, user: User, credential: s
     """Verify a new passkey against this session's challenge and add it to the account."""
     challenge = await _take_challenge(request, session, "register")
     made = relying_party(request).verify_registration(credential, challenge)
+    if await User.find_one({"passkeys.id": _b64(made.credential_id)}) is not None:
+        # On this account or another: sign-in finds accounts by user handle, so a copy would
+        # not hijack, but one credential must name one passkey.
+        raise PasskeyError("duplicate", "This passkey is already registered.")
     passkey = Passkey(
         id=_b64(made.credential_id),
         public_key=_b64(made.public_key),
@@ -212,14 +217,20 @@ async def authenticate(
     stored = next((p for p in user.passkeys if p.id == credential_id), None) if user else None
     if user is None or stored is None:
         raise PasskeyError("user_handle", "This passkey is not registered here.")
-    used = relying_party(request).verify_authentication(
-        credential,
-        challenge,
-        public_key=_unb64(stored.public_key),
-        sign_count=stored.sign_count,
-        backup_eligible=stored.backup_eligible,
-        user_handle=_unb64(handle),
-    )
-    if not await user.passkey_used(credential_id, used.sign_count, used.backed_up):
-        raise PasskeyError("counter", "This passkey's counter went backwards: it may have been cloned.")
+    try:
+        used = relying_party(request).verify_authentication(
+            credential,
+            challenge,
+            public_key=_unb64(stored.public_key),
+            sign_count=stored.sign_count,
+            backup_eligible=stored.backup_eligible,
+            user_handle=_unb64(handle),
+        )
+        if not await user.passkey_used(credential_id, used.sign_count, used.backed_up):
+            raise PasskeyError("counter", "This passkey's counter went backwards: it may have been cloned.")
+    except PasskeyError as exc:
+        # One of the account's own passkeys, refused: its owner's activity shows it (a bad
+        # signature or a counter gone back is what a cloned authenticator looks like).
+        exc.user_id = user_id
+        raise
     return user, epoch

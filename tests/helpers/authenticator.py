@@ -89,8 +89,11 @@ class SoftAuthenticator:
         user_present: bool = True,
         origin: str | None = None,
         challenge: bytes | None = None,
+        credential_id: bytes | None = None,
     ) -> dict[str, Any]:
-        """Make and store a resident credential; return the JSON a browser would post."""
+        """Make and store a resident credential; return the JSON a browser would post.
+
+        `credential_id`: the id to claim (with "none" attestation nothing vouches for it)."""
         opts = _public_key(options)
         if not any(p.get("alg") == ES256 for p in opts["pubKeyCredParams"]):
             raise AuthenticatorError("NotSupportedError")
@@ -100,7 +103,7 @@ class SoftAuthenticator:
             raise AuthenticatorError("InvalidStateError")
 
         credential = ResidentCredential(
-            credential_id=os.urandom(32),
+            credential_id=credential_id or os.urandom(32),
             private_key=ec.generate_private_key(ec.SECP256R1()),
             rp_id=rp_id,
             user_handle=unb64url(opts["user"]["id"]),

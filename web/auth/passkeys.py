@@ -46,6 +46,7 @@ TIMEOUT_MS = 300_000
 # authenticators (self attestation), and the other formats only matter with a trust store.
 ACCEPTED_FORMATS = frozenset({"none", "packed"})
 MAX_USER_HANDLE = 64  # bytes, per the WebAuthn spec
+MAX_CREDENTIAL_ID = 1023  # bytes, per the WebAuthn spec
 MAX_CREDENTIAL_JSON = 64 * 1024
 
 Reason = Literal[
@@ -60,6 +61,7 @@ Reason = Literal[
     "counter",
     "backup_state",
     "user_handle",
+    "duplicate",
 ]
 
 
@@ -69,6 +71,7 @@ class PasskeyError(Exception):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason: Reason = reason
+        self.user_id: str | None = None  # the account it was for, once known (a clone alarm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +201,9 @@ class RelyingParty:
         except Exception as exc:
             raise PasskeyError("attestation", "The passkey could not be verified.") from exc
         # py_webauthn returns the id from the signed authenticator data without comparing it to rawId.
-        if verified.credential_id != credential.raw_id:
+        # And the spec caps an id at 1023 bytes: a longer one (an unsigned "none" attestation lets
+        # the client pick it) would be a 20 KB removal URL that proxies refuse.
+        if verified.credential_id != credential.raw_id or len(verified.credential_id) > MAX_CREDENTIAL_ID:
             raise PasskeyError("malformed", "The passkey response was malformed.")
         return NewPasskey(
             credential_id=verified.credential_id,

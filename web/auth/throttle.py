@@ -30,6 +30,7 @@ LOCK_CAP = 24 * 3600  # the longest lockout; also how long past lockouts are rem
 TAKEN_PER_ADDRESS = 5  # sign-ups for an address that has an account, an hour, whoever asks
 RESET_MAILS_PER_ADDRESS = 3
 RESET_MAILS_PER_CLIENT = 20
+PASSKEY_CHALLENGES_PER_CLIENT = 300  # an hour: sign-in pages opened by people with no session
 VERIFY_MAILS_PER_USER = 3
 HOUR = 3600
 
@@ -245,6 +246,10 @@ class Throttle:
             [Limit(f"t:s:{network}", self.signup_ip_limit, HOUR)],
             [Limit("t:s", self.signup_limit, HOUR)],
         ]
+
+    def passkey_options(self, network: str) -> list[list[Limit]]:
+        """Passkey challenges for visitors with no session yet (each makes one), per address."""
+        return [[Limit(f"t:k:{network}", PASSKEY_CHALLENGES_PER_CLIENT, HOUR)]]
 
     def taken_address(self, email: str) -> list[list[Limit]]:
         """Sign-ups answered "taken" for one address, an hour, whoever asks: the 409 must not

@@ -75,6 +75,17 @@ class User(Document):
     async def mark_verified(self) -> None:
         await self.set_fields(email_verified_at=datetime.now(UTC))
 
+    async def keep_webauthn_handle(self, candidate: str) -> str:
+        """Store `candidate` as the account's WebAuthn user handle unless it has one; return the
+        one stored (a passkey registered under any other could never sign in)."""
+        collection = self.get_pymongo_collection()
+        await collection.update_one(
+            {"_id": self.id, "webauthn_handle": None}, {"$set": {"webauthn_handle": candidate}}
+        )
+        stored = await collection.find_one({"_id": self.id}, projection={"webauthn_handle": 1})
+        self.webauthn_handle = (stored or {}).get("webauthn_handle") or candidate
+        return self.webauthn_handle
+
     async def swap_password_hash(self, old: str, new: str) -> bool:
         """Replace the hash only if it is still `old` (a rehash must not undo a password change)."""
         result = await self.get_pymongo_collection().update_one(

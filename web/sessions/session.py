@@ -198,7 +198,13 @@ class Session:
         await self._move(dict(self._fields), previous_user=self.user.id, epoch=epoch, replace=True)
 
     async def _move(
-        self, fields: dict[str, str], *, previous_user: str | None, epoch: int, replace: bool = False
+        self,
+        fields: dict[str, str],
+        *,
+        previous_user: str | None,
+        epoch: int,
+        replace: bool = False,
+        lasting: int | None = None,
     ) -> None:
         old_digest = self.digest
         user_id = fields.get(USER)
@@ -211,7 +217,7 @@ class Session:
                 new_digest, stored, epoch=epoch, replacing=replacing
             )
         else:
-            self.ttl_ms = await self._store.create(new_digest, stored)
+            self.ttl_ms = await self._store.create(new_digest, stored, lasting=lasting)
         if old_digest is not None and not replace:
             await self._store.delete(old_digest, previous_user)
         self.id, self.digest, self._fields = session_id, new_digest, fields
@@ -235,13 +241,14 @@ class Session:
         await self._store.update(self.digest, {AUTHED: now}, ())
         self._fields[AUTHED] = now
 
-    async def materialize(self) -> None:
+    async def materialize(self, *, lasting: int | None = None) -> None:
         """Make sure the session exists in Redis now (an anonymous one is otherwise written
-        only when it first holds data), so that something can be bound to it."""
+        only when it first holds data), so that something can be bound to it; one made here
+        lasts `lasting` seconds unless a request uses it (which slides the idle window)."""
         self._check_loaded()
         if self.digest is None:
             now = self._store.now()
-            await self._move({CREATED: str(now), SEEN: "0"}, previous_user=None, epoch=0)
+            await self._move({CREATED: str(now), SEEN: "0"}, previous_user=None, epoch=0, lasting=lasting)
 
     async def destroy(self) -> None:
         """Sign out: delete the session everywhere and tell the browser to drop the cookie."""

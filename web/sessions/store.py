@@ -164,9 +164,12 @@ class SessionStore:
         deadline_ms = (int(fields[CREATED]) + absolute) * 1000
         return now_ms, min(now_ms + idle * 1000, deadline_ms)
 
-    async def create(self, digest: str, fields: Mapping[str, str]) -> int:
-        """Store a new anonymous session; return its TTL in milliseconds."""
+    async def create(self, digest: str, fields: Mapping[str, str], *, lasting: int | None = None) -> int:
+        """Store a new anonymous session (for `lasting` seconds, if sooner than the idle
+        timeout); return its TTL in milliseconds."""
         now_ms, expires_at = self._expiry(fields)
+        if lasting is not None:
+            expires_at = min(expires_at, now_ms + lasting * 1000)
         flat = [x for pair in fields.items() for x in pair]
         await self._create(keys=[session_key(digest)], args=[expires_at, *flat])
         return expires_at - now_ms

@@ -245,8 +245,16 @@ async def second_factor(request: Request) -> Response:
 
 
 async def passkey_options(request: Request) -> Response:
+    svc = services(request)
+    session = await session_of(request).load()
+    # A visitor with no session gets one, to hold the challenge: so many an hour per address.
+    if session.digest is None and (
+        wait := await svc.throttle.reserve(svc.throttle.passkey_options(client_network(client_ip(request))))
+    ):
+        message, headers = throttled(wait, "passkey requests")
+        return JSONResponse({"error": message}, 429, headers=headers)
     try:
-        options = await twofactor.sign_in_options(request, await session_of(request).load())
+        options = await twofactor.sign_in_options(request, session)
     except PasskeyError as exc:
         return JSONResponse({"error": str(exc)}, 400)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
@@ -260,8 +268,14 @@ async def passkey(request: Request) -> Response:
     try:
         user, epoch = await twofactor.authenticate(request, session, credential, purpose="sign_in")
     except PasskeyError as exc:
-        metrics.sign_in("wrong_password")
-        audit("passkey_failure", ip=client_ip(request), level=logging.WARNING, reason=exc.reason)
+        metrics.sign_in("passkey_failed")
+        audit(
+            "passkey_failure",
+            ip=client_ip(request),
+            user_id=exc.user_id,
+            level=logging.WARNING,
+            reason=exc.reason,
+        )
         return JSONResponse({"error": str(exc)}, 401)
     known = svc.devices.knows(svc.devices.read(request), str(user.id))
     remember = values["remember"] == "1"
