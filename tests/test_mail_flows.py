@@ -15,11 +15,13 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from redis import Redis
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from tests.conftest import HX, PASSWORD, login, make_client, running, signup
 from tests.helpers.authenticator import SoftAuthenticator
@@ -105,6 +107,15 @@ async def reset_link(client: httpx.AsyncClient, smtp: MailServer, email: str = "
     assert (await forgot(client, email)).status_code == 200
     await smtp.wait_for(lambda _: len(with_link(smtp, email, "/password/reset/")) > before, within=WITHIN)
     return link_to(with_link(smtp, email, "/password/reset/")[-1], "/password/reset/")
+
+
+async def confirmed_signup(
+    client: httpx.AsyncClient, smtp: MailServer, email: str = "ada@example.com"
+) -> None:
+    """Sign up and confirm the address (security notices go only to a confirmed one)."""
+    assert (await signup(client, email=email)).status_code == 303
+    (verify,) = await mails_to(smtp, email)
+    assert (await client.post(link_to(verify, "/email/verify/"))).status_code == 303
 
 
 # -- password reset ---------------------------------------------------------------------------
@@ -430,7 +441,7 @@ async def change_email(client: httpx.AsyncClient, new: str, password: str = PASS
 async def test_an_address_change_is_confirmed_from_the_new_address(
     client: httpx.AsyncClient, smtp: MailServer, app: Starlette
 ) -> None:
-    await signup(client)
+    await confirmed_signup(client, smtp)
     r = await change_email(client, "ada@new.example")
     assert r.status_code == 303
     (confirm,) = await mails_to(smtp, "ada@new.example")
@@ -549,7 +560,7 @@ async def test_an_address_taken_before_the_change_is_confirmed_is_a_409(
 async def test_a_new_browser_gets_a_notice_and_a_known_one_does_not(
     client: httpx.AsyncClient, smtp: MailServer, app: Starlette, redis: Redis
 ) -> None:
-    await signup(client)  # sign-up is the first sign-in on this browser: no notice
+    await confirmed_signup(client, smtp)  # sign-up is the first sign-in on this browser: no notice
     await client.post("/logout")  # ...and keeps the device cookie
     assert (await login(client)).status_code == 303
     async with make_client(
@@ -575,7 +586,7 @@ async def test_a_new_browser_gets_a_notice_and_a_known_one_does_not(
 
 
 async def test_password_changes_are_announced(client: httpx.AsyncClient, smtp: MailServer) -> None:
-    await signup(client)
+    await confirmed_signup(client, smtp)
     change = {"current_password": PASSWORD, "new_password": NEW}
     assert (await client.post("/account/password", data=change)).status_code == 303
     mail = (await mails_to(smtp, "ada@example.com", 2))[-1]
@@ -702,7 +713,7 @@ async def test_a_password_change_under_way_loses_to_what_the_owner_does_meanwhil
     for n in range(3):
         email = f"ada{n}-{move}@example.com"
         async with make_client(app) as taker, make_client(app) as owner:
-            assert (await signup(taker, email=email)).status_code == 303
+            await confirmed_signup(taker, smtp, email)
             assert (await login(owner, email=email)).status_code == 303
             made = await User.find_one({"email": email})
             assert made is not None
@@ -777,3 +788,93 @@ async def test_mail_to_an_address_not_confirmed_carries_none_of_the_makers_words
     assert notice.subject == "Your sign-in security changed"
     assert f"Hello {pitch}," in notice.text  # the owner's own account now: their own name
     assert "Ignore this notice" not in notice.text + notice.html and "a passkey added" in notice.text
+
+
+async def held_post(
+    app: Starlette, cookie: str, path: str, form: dict[str, str]
+) -> tuple[asyncio.Event, asyncio.Task[tuple[int, str]]]:
+    """A POST sent now whose body the client holds back until the event is set; its status and
+    Location."""
+    body = urlencode(form).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", str(len(body)).encode()),
+            (b"sec-fetch-site", b"same-origin"),
+            (b"cookie", f"__Host-sid={cookie}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 443),
+    }
+    release, asked = asyncio.Event(), asyncio.Event()
+    status: list[tuple[int, str]] = []
+
+    async def receive() -> Message:
+        asked.set()
+        await asyncio.wait_for(release.wait(), WITHIN)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", ()))
+            status.append((message["status"], headers.get(b"location", b"").decode()))
+
+    async def run() -> tuple[int, str]:
+        await app(scope, receive, send)
+        return status[0]
+
+    task = asyncio.create_task(run())
+    await asyncio.wait_for(asked.wait(), WITHIN)  # the request is in, waiting for its body
+    return release, task
+
+
+@pytest.mark.parametrize("path", ["/account/email", "/account/delete"])
+async def test_a_request_whose_body_comes_after_its_session_ended_does_nothing(
+    app: Starlette, smtp: MailServer, path: str
+) -> None:
+    """Someone who knows the password sends the head of an address change (or a deletion) and
+    holds the body back; the owner changes the password, which ends that session; then the body
+    comes. Before, the session had been checked before the body and the request went through
+    on the old password: a link to the taker's address, and a reset from there took the account."""
+    async with make_client(app) as taker, make_client(app) as owner:
+        await confirmed_signup(owner, smtp)
+        assert (await login(taker)).status_code == 303
+        form = (
+            {"new_email": "taker@evil.example", "current_password": PASSWORD}
+            if path == "/account/email"
+            else {"confirm": "ada@example.com"}
+        )
+        release, held = await held_post(app, taker.cookies["__Host-sid"], path, form)
+        assert (
+            await owner.post("/account/password", data={"current_password": PASSWORD, "new_password": NEW})
+        ).status_code == 303
+        release.set()
+        assert await held in ((303, "/login"), (409, "")), path  # signed out, or refused
+        assert (await taker.get("/")).status_code == 303
+    assert await User.find_one({"email": "ada@example.com"}) is not None
+    assert not [m for m in smtp.received if "taker@evil.example" in m.rcpt_tos]
+
+
+async def test_what_a_session_holder_does_to_the_factors_leaves_the_owners_reset_link_good(
+    app: Starlette, smtp: MailServer
+) -> None:
+    """New recovery codes (or any factor change) void sign-ins under way, not the owner's reset
+    link: someone holding a session could otherwise keep every link dead by asking again."""
+    async with make_client(app) as taker, make_client(app) as owner:
+        await confirmed_signup(taker, smtp)
+        await enable_totp(taker)
+        link = await reset_link(owner, smtp)
+        for _ in range(3):
+            assert (await taker.post("/account/2fa/recovery-codes")).status_code in (200, 303)
+        assert (await owner.post(link, data={"new_password": NEW})).status_code == 303
+        assert (await taker.get("/")).status_code == 303

@@ -3,6 +3,8 @@
 The steps are ordered so that a failure half-way (Redis or MongoDB away) never leaves a
 signed-in session for a deleted account, and leaves the owner a way to try again:
 
+0. The credential version is claimed, while this session lives: a request held since before a
+   password change, a reset or the end of its session deletes nothing.
 1. Every other session ends and the epoch moves on: no sign-in under way can finish.
 2. Redis: outstanding tokens; queued mail to the address (but the goodbye notice, queued
    first); the sign-in throttling of the account. MongoDB: the account's activity.
@@ -30,9 +32,13 @@ from web.services import services
 from web.sessions import Session
 
 
-async def delete_account(request: Request, session: Session, user: User) -> None:
+async def delete_account(request: Request, session: Session, user: User, *, version: int) -> bool:
+    """Delete the account, if its credentials are still at `version` (read before the request's
+    checks) and `session` is still alive; False (nothing done) if not."""
     svc = services(request)
     user_id, email = str(user.id), user.email
+    if await svc.store.claim(user_id, version, session=session.digest) is None:
+        return False
     await end_sessions(request, user_id, keep=session, reason="deleted", bump_epoch=True)
     goodbye = await svc.mail.send(email, "goodbye", name=notices.greeting(user, email))
     await svc.mail.forget(email, keep=(goodbye,))
@@ -46,6 +52,7 @@ async def delete_account(request: Request, session: Session, user: User) -> None
     # Again: events of requests that were under way (a failed sign-in, say) may have come since.
     await forget_activity(request, user_id)
     audit("account_deleted", ip=None, user_id=user_id)
+    return True
 
 
 async def forget_activity(request: Request, user_id: str) -> None:

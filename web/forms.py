@@ -62,16 +62,23 @@ def text_problem(value: str, what: str, limit: int) -> str | None:
     return None
 
 
-# Joiners shape scripts and emoji: the one kind of invisible character that names need.
-JOINERS = frozenset("\u200c\u200d")
+# Joiners shape scripts and emoji, and direction marks (not overrides) come from Persian and
+# Hebrew keyboards: the invisible characters that names need.
+KEPT_FORMATS = frozenset("\u200c\u200d\u200e\u200f")
+# Letters and symbols that show as nothing (Hangul fillers, the Braille blank).
+BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _unusable(ch: str) -> bool:
-    """Control, surrogate, private or unassigned characters, and invisible formatting other
-    than joiners: direction overrides would reorder what a page or mail shows, and zero-width
-    characters make a name that looks empty or like another one."""
+    """Control, surrogate and private characters, line breaks, blanks, and invisible formatting
+    other than the kept kinds: direction overrides would reorder what a page or mail shows, and
+    zero-width or blank characters make a name that looks empty or like another one."""
     category = unicodedata.category(ch)
-    return category in ("Cc", "Cs", "Co", "Cn") or (category == "Cf" and ch not in JOINERS)
+    return (
+        category in ("Cc", "Cs", "Co", "Zl", "Zp")
+        or (category == "Cf" and ch not in KEPT_FORMATS)
+        or ch in BLANKS
+    )
 
 
 def email_problem(email: str) -> str | None:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from web.auth.users import User
 from web.htmx import redirect, redirect_to, wants_json
+from web.security import SAFE_METHODS
 from web.services import services
 from web.sessions import Session, SessionUser, session_of
 from web.templating import render
@@ -120,6 +121,10 @@ def signed_in(
     def decorate(inner: Handler) -> Endpoint:
         @functools.wraps(inner)
         async def endpoint(request: Request) -> Response:
+            if request.method not in SAFE_METHODS:
+                # The body first (cached for the handler): a client holding it back must not get
+                # a session checked now and acted on seconds later, after it was ended.
+                await request.body()
             session = await session_of(request).load(touch=touch)
             user = session.user
             if user is None:

@@ -44,7 +44,11 @@ async def _notice(
     request: Request, user: User, template: str, *, to: str | None = None, **context: Any
 ) -> None:
     """A security notice: to the account's address (or `to`), saying when, from which browser
-    and address, with a link to reset the password if it was not the owner."""
+    and address, with a link to reset the password if it was not the owner. Only to an address
+    the account has confirmed: until then it may be a stranger's, and whoever made the account
+    could send them mail after mail (sign-ins, change requests naming any text as the new address)."""
+    if user.email_verified_at is None:
+        return
     to = to or user.email
     await services(request).mail.send(
         to,
@@ -57,11 +61,11 @@ async def _notice(
     )
 
 
-async def password_reset(request: Request, user: User, *, epoch: int) -> None:
-    """Mail a reset link, valid until used, expired, or the credentials change (epoch)."""
+async def password_reset(request: Request, user: User, *, version: int) -> None:
+    """Mail a reset link, valid until used, expired, or the credentials change (version)."""
     svc = services(request)
     ttl = svc.settings.password_reset_ttl
-    token = await svc.tokens.issue("reset", str(user.id), ttl=ttl, epoch=epoch)
+    token = await svc.tokens.issue("reset", str(user.id), ttl=ttl, version=version)
     await svc.mail.send(
         user.email,
         "password_reset",
@@ -71,13 +75,13 @@ async def password_reset(request: Request, user: User, *, epoch: int) -> None:
     )
 
 
-async def verify_email(request: Request, user: User, address: str, *, epoch: int | None = None) -> None:
-    """Mail a confirmation link to `address`: the account's own, or (with the epoch of the
+async def verify_email(request: Request, user: User, address: str, *, version: int | None = None) -> None:
+    """Mail a confirmation link to `address`: the account's own, or (with the credential version of the
     request) the new one it asked to change to."""
     svc = services(request)
     ttl = svc.settings.email_verify_ttl
     change = address != user.email
-    data = {"email": address, "epoch": epoch} if change else {"email": address}
+    data = {"email": address, "version": version} if change else {"email": address}
     token = await svc.tokens.issue("verify", str(user.id), ttl=ttl, **data)
     await svc.mail.send(
         address,

@@ -196,7 +196,7 @@ class Account:
 
     @property
     def name(self) -> str:
-        return f"{self.first} {self.last}"
+        return f"{self.first} {self.last}".strip()
 
 
 def new_account(first: str = "Ada", last: str = "Lovelace") -> Account:

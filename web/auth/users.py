@@ -50,7 +50,7 @@ class User(Document):
 
     @property
     def display_name(self) -> str:
-        return f"{self.first_name} {self.last_name}"
+        return f"{self.first_name} {self.last_name}".strip()
 
     @classmethod
     async def by_email(cls, email: str) -> User | None:
@@ -132,8 +132,10 @@ class User(Document):
         return result.modified_count == 1
 
     async def add_passkey(self, passkey: Passkey) -> bool:
-        """Add a passkey, unless the password changed since this document was read (see add_factor)."""
-        if not await self.add_factor({"$push": {"passkeys": passkey.model_dump()}}):
+        """Add a passkey, unless the password changed since this document was read (see
+        add_factor), or the account already has one with its id (two requests racing)."""
+        update = {"$push": {"passkeys": passkey.model_dump()}}
+        if not await self.add_factor(update, **{"passkeys.id": {"$ne": passkey.id}}):
             return False
         self.passkeys.append(passkey)
         return True

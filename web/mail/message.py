@@ -14,10 +14,10 @@ from email.parser import BytesParser
 # A plain address: a dot-atom local part of printable ASCII and a domain of letters, digits and
 # hyphens. No quoting, comments, groups, routes, lists or encoded words: in a mail header, any of
 # those can name another recipient than the address stored (see build_message).
-# ASCII letters and digits only (re.ASCII): "bücher.de", example.com in fullwidth letters or
+# ASCII letters, digits and hyphens only: "bücher.de", example.com in fullwidth letters or
 # Arabic-Indic digits would be one more account for a mailbox that has one under its IDNA name.
-_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
-_EMAIL = re.compile(rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+", re.ASCII)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]+@{_LABEL}(?:\.{_LABEL})+")
 
 
 def is_plain_address(email: str) -> bool:

@@ -86,7 +86,7 @@ return 1
 
 # End sessions of one user: those named, or (with no names) all but ARGV[1]; optionally bump
 # the epoch first, in the same step, so no sign-in in flight can add one after the sweep. With
-# ARGV[4] = 1 the index goes too (the account is deleted): all of it or nothing.
+# ARGV[4] = 1 the index and the credential version (KEYS[3]) go too (the account is deleted).
 # Returns the epoch and the digests of the sessions that were alive.
 END = """
 local epoch = tonumber(redis.call('GET', KEYS[2]) or 0)
@@ -107,7 +107,7 @@ for _, member in ipairs(targets) do
     if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
   end
 end
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) end
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[3]) end
 return {epoch, ended}
 """
 
@@ -118,14 +118,23 @@ if value then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return value
 """
 
-# Bump the credential epoch; with ARGV[2], only if it is still that (else false): of two
-# credential changes that read the same epoch, one goes through. With KEYS[2], only while that
-# session (the one asking) is alive.
 BUMP = """
-if ARGV[2] and tonumber(redis.call('GET', KEYS[1]) or 0) ~= tonumber(ARGV[2]) then return false end
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 0 then return false end
 local epoch = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+return epoch
+"""
+
+# A credential change (password, reset, address) claims the credential version it read: only if
+# it is still ARGV[2] and, with KEYS[3], while that session (the one asking) is alive. Then the
+# version moves on (voiding links and changes that read it) and so does the epoch (voiding
+# sign-ins in flight); returns the new epoch, or false. Of two changes racing, one goes through.
+CLAIM = """
+if tonumber(redis.call('GET', KEYS[1]) or 0) ~= tonumber(ARGV[2]) then return false end
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return false end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 return epoch
 """
 

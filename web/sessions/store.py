@@ -90,6 +90,10 @@ def epoch_key(user_id: str) -> str:
     return f"e:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
+def version_key(user_id: str) -> str:
+    return f"v:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
+
+
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -133,6 +137,7 @@ class SessionStore:
         self._update = Script(redis, scripts.UPDATE)
         self._end = Script(redis, scripts.END, **durable)
         self._bump = Script(redis, scripts.BUMP, **durable)
+        self._claim = Script(redis, scripts.CLAIM, **durable)
         self._take = Script(redis, scripts.TAKE)
         self._list = Script(redis, scripts.LIST)
         self._set_all = Script(redis, scripts.SET_ALL)
@@ -221,18 +226,26 @@ class SessionStore:
         """Void sign-ins under way (and links tied to the epoch) without ending any session."""
         return int(await self._bump(keys=[epoch_key(user_id)], args=[EPOCH_TTL]))
 
-    async def claim(self, user_id: str, epoch: int, *, session: str | None = None) -> int | None:
-        """Bump the epoch if it is still `epoch` (read before the credential was checked, or
-        carried by a link) and, with `session` (a digest), while that session is alive; return
-        the new epoch, or None if something changed it first.
+    async def version(self, user_id: str) -> int:
+        """The user's credential version: moved only by a password change, a reset, an address
+        change (and a deletion). Links carry it; changes read it before their check."""
+        return int(await self.redis.get(version_key(user_id)) or 0)
 
-        A credential change claims before it writes: of a reset, a password change and an
-        address change racing, one goes through, and anything that bumped the epoch meanwhile
-        (revoke-others, "this wasn't me", a deletion) or ended the session asking stops the
-        others before they write.
+    async def claim(self, user_id: str, version: int, *, session: str | None = None) -> int | None:
+        """Move the credential version on if it is still `version` (read before the credential
+        was checked, or carried by a link) and, with `session` (a digest), while that session is
+        alive; the epoch moves on too. Return the new epoch, or None if something came first.
+
+        A credential change claims before it writes: of a reset, a password change, an address
+        change and a deletion racing, one goes through; and one asked from a session stops if that
+        session has ended meanwhile (revoke-others, "this wasn't me", a revoke, a deletion).
+        Other epoch bumps (a factor added) void sign-ins in flight, not these: someone holding a
+        session cannot keep the owner's reset links dead by bumping.
         """
-        keys = [epoch_key(user_id)] if session is None else [epoch_key(user_id), session_key(session)]
-        claimed = await self._bump(keys=keys, args=[EPOCH_TTL, epoch])
+        keys = [version_key(user_id), epoch_key(user_id)]
+        if session is not None:
+            keys.append(session_key(session))
+        claimed = await self._claim(keys=keys, args=[EPOCH_TTL, version])
         return None if claimed is None else int(claimed)
 
     async def put_challenge(self, digest: str, purpose: str, value: str, ttl: int) -> None:
@@ -272,7 +285,7 @@ class SessionStore:
         tombstone for TOMBSTONE_TTL.
         """
         epoch, ended = await self._end(
-            keys=[index_key(user_id), epoch_key(user_id)],
+            keys=[index_key(user_id), epoch_key(user_id), version_key(user_id)],
             args=[
                 keep or "",
                 1 if bump_epoch or forget else 0,

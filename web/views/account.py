@@ -17,7 +17,11 @@ from web.sessions import Session, StaleCredentials
 
 PAGE = "pages/password.html"
 CHANGED = "Your password was changed, and every other session was signed out."
-RACED = "Your account changed while this was being done, so nothing was changed. Try again."
+RACED = (
+    "Your account changed while this was being done (this form sent twice, a reset, or a sign-out "
+    "everywhere), so this request was not applied."
+)
+NOT_DELETED = "Your account changed while this was being done, so it was not deleted. Try again."
 
 
 @signed_in
@@ -35,6 +39,7 @@ async def password_page(request: Request, me: SignedIn) -> Response:
 @signed_in(recent=True)
 async def change_password(request: Request, me: SignedIn) -> Response:
     svc = services(request)
+    version = await svc.store.version(me.user.id)  # before the document and the check
     user = await current_user(me)
     values = await read_form(request, "current_password", "new_password")
     current, new = values["current_password"], values["new_password"]
@@ -54,7 +59,6 @@ async def change_password(request: Request, me: SignedIn) -> Response:
         return page(422, errors)
 
     user_id = str(user.id)
-    epoch = await svc.store.epoch(user_id)  # before the check, as at sign-in
     checked = await check_password(request, user, current, event="password_change_failure")
     if checked is False:
         return page(401, {"current_password": "That is not your current password."})
@@ -66,7 +70,7 @@ async def change_password(request: Request, me: SignedIn) -> Response:
     # Claimed before anything is written: a reset, another change, anything that ended
     # sessions or changed credentials since the check (revoke-others, "this wasn't me", a
     # deletion), or the end of this very session wins, and this changes nothing.
-    claimed = await svc.store.claim(user_id, epoch, session=me.session.digest)
+    claimed = await svc.store.claim(user_id, version, session=me.session.digest)
     if claimed is None:
         return page(409, message=RACED)
     # The new hash first, then the epoch again: a sign-in reads them in the other order
@@ -137,13 +141,17 @@ async def delete_page(request: Request, me: SignedIn) -> Response:
 
 @signed_in(recent=True)
 async def delete_account(request: Request, me: SignedIn) -> Response:
+    version = await services(request).store.version(me.user.id)  # before the document
     user = await current_user(me)
     confirm = normalise_email((await read_form(request, "confirm"))["confirm"])
     if confirm != user.email:
         errors = {"confirm": "Type the email address of this account to confirm."}
         values = {"confirm": confirm}
         return form_page(request, DELETE_PAGE, values=values, errors=errors, status=422, email=user.email)
-    await deletion.delete_account(request, me.session, user)
+    if not await deletion.delete_account(request, me.session, user, version=version):
+        return form_page(
+            request, DELETE_PAGE, values={"confirm": ""}, message=NOT_DELETED, status=409, email=user.email
+        )
     response = done(request, me.session, DELETED, "signup")
     response.headers["Clear-Site-Data"] = '"cache"'
     return response

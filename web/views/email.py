@@ -65,8 +65,8 @@ async def _target(request: Request) -> tuple[Token, User]:
 
 
 async def _still_good(request: Request, token: Token, user: User) -> bool:
-    if "epoch" in token.data:  # an address change dies with a change of credentials
-        return bool(token.data["epoch"] == await services(request).store.epoch(str(user.id)))
+    if "version" in token.data:  # an address change dies with a change of credentials
+        return bool(token.data["version"] == await services(request).store.version(str(user.id)))
     return bool(token.data["email"] == user.email)  # confirms the address it was sent to
 
 
@@ -83,11 +83,11 @@ async def verify(request: Request) -> Response:
     token = await svc.tokens.consume("verify", request.path_params["token"])
     if token is None:
         raise LinkGone(GONE, again="account")
-    if "epoch" in token.data:
+    if "version" in token.data:
         # An address change is a change of credentials: claimed before it is written, so of it
         # and a reset racing it, one goes through. Links mailed to the old address (a reset,
-        # say) must not outlive it: they die with the epoch.
-        good = await svc.store.claim(str(user.id), token.data["epoch"]) is not None
+        # say) must not outlive it: they die with the version.
+        good = await svc.store.claim(str(user.id), token.data["version"]) is not None
     else:
         good = await _still_good(request, token, user)
     if not good:
@@ -137,6 +137,7 @@ async def email_page(request: Request, me: SignedIn) -> Response:
 @signed_in(recent=True)
 async def change_email(request: Request, me: SignedIn) -> Response:
     svc = services(request)
+    version = await svc.store.version(me.user.id)  # before the document and the check
     user = await current_user(me)
     values = await read_form(request, "new_email", "current_password")
     new, password = normalise_email(values["new_email"]), values["current_password"]
@@ -152,7 +153,7 @@ async def change_email(request: Request, me: SignedIn) -> Response:
         errors["current_password"] = "Enter your current password."
     if errors:
         return page(422, errors)
-    epoch = await svc.store.epoch(str(user.id))  # before the check, as at sign-in
+
     checked = await check_password(request, user, password, event="email_change_failure")
     if checked is False:
         return page(401, {"current_password": "That is not your current password."})
@@ -161,6 +162,9 @@ async def change_email(request: Request, me: SignedIn) -> Response:
         wait = await svc.throttle.reserve(svc.throttle.taken_address(new))
         if not wait:
             return page(409, {"new_email": TAKEN})
+        checked = wait
+    # Each request mails a link to the address it names: so many an hour, as for a resend.
+    if checked is True and (wait := await svc.throttle.reserve(svc.throttle.verify_mail(str(user.id)))):
         checked = wait
     if checked is not True:
         message, headers = throttled(checked)
@@ -173,7 +177,7 @@ async def change_email(request: Request, me: SignedIn) -> Response:
             headers=headers,
             current=user.email,
         )
-    await notices.verify_email(request, user, new, epoch=epoch)
+    await notices.verify_email(request, user, new, version=version)
     await notices.email_changed(request, user, user.email, new, done=False)
     audit("email_change_requested", ip=client_ip(request), user_id=str(user.id))
     fragment = form_page(request, EMAIL_PAGE, values={"new_email": ""}, notice=ASKED, current=user.email)

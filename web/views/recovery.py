@@ -37,11 +37,11 @@ async def forgot(request: Request) -> Response:
     ip = client_ip(request)
     user_id = await User.id_by_email(email)
     allowed = not await svc.throttle.reserve(svc.throttle.reset_mail(email, client_network(ip)))
-    # The epoch before the document, as at sign-in: the link dies with the next credential change.
-    epoch = await svc.store.epoch(user_id or NOBODY)
+    # The version before the document: the link dies with the next credential change.
+    version = await svc.store.version(user_id or NOBODY)
     user = await User.get(PydanticObjectId(user_id or NOBODY))
     if allowed and user is not None:
-        await notices.password_reset(request, user, epoch=epoch)
+        await notices.password_reset(request, user, version=version)
     else:
         await svc.tokens.peek("reset", "x" * 43)  # the round trip issuing a token would cost
         await svc.mail.rehearse(email, "password_reset", name="", link=svc.mail.link("/"), minutes=0)
@@ -56,7 +56,7 @@ async def _reset_target(request: Request) -> tuple[str, User]:
     raw = request.path_params["token"]
     token = await svc.tokens.peek("reset", raw)
     user = await User.get(PydanticObjectId(token.user_id)) if token else None
-    if token is None or user is None or token.data["epoch"] != await svc.store.epoch(token.user_id):
+    if token is None or user is None or token.data.get("version") != await svc.store.version(token.user_id):
         raise LinkGone(GONE, again="forgot_password")
     return raw, user
 
@@ -82,13 +82,21 @@ async def reset(request: Request) -> Response:
     token = await svc.tokens.consume("reset", raw)
     # Used by a request that raced this one, or voided since; claimed before anything is
     # written, so of this and a password or address change racing it, one goes through.
-    if token is None or await svc.store.claim(str(user.id), token.data["epoch"]) is None:
+    if token is None or await svc.store.claim(str(user.id), token.data.get("version", -1)) is None:
         raise LinkGone(GONE, again="forgot_password")
     await user.set_fields(password_hash=new_hash)
     if user.email_verified_at is None:
         # The link came to this address: it is the owner's, and the account may have been made by
-        # someone else (pre-hijacking). What they added goes: their passkeys, app and codes.
-        await user.set_fields(totp_secret=None, totp_last_step=None, recovery_codes=[], passkeys=[])
+        # someone else (pre-hijacking). What they added goes: their passkeys, app and codes, and
+        # the name they typed (it could be any text, and the owner would read it in every mail).
+        await user.set_fields(
+            totp_secret=None,
+            totp_last_step=None,
+            recovery_codes=[],
+            passkeys=[],
+            first_name=user.email.partition("@")[0],
+            last_name="",
+        )
         await mark_verified(request, user)
     # Whoever had the old password may be signed in, or signing in: end it all.
     await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
