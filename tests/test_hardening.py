@@ -243,6 +243,31 @@ async def test_a_request_that_does_not_arrive_in_time_is_cut_off() -> None:
         assert (await raw_request(port, fine)).startswith(b"HTTP/1.1 200 ")
 
 
+async def test_trailers_are_not_kept_and_bytes_after_an_answer_do_not_hold_the_connection() -> None:
+    """Trailers after a chunked body were appended to the request's headers with no size limit
+    (60 MB of them took a worker to 1.8 GB); a CRLF sent after an answer stopped every timer."""
+    seen: list[int] = []
+
+    async def hello(request: Request) -> Response:
+        await request.body()
+        seen.append(len(request.scope["headers"]))
+        return Response("ok")
+
+    app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"])])
+    async with uvicorn_serving(app, QuickDeadline) as port:
+        trailers = b"".join(b"x-evil-%d: 1\r\n" % i for i in range(1000))
+        chunked = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        reply = await raw_request(port, chunked + b"1\r\na\r\n0\r\n" + trailers + b"\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ") and seen == [3]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        async with asyncio.timeout(5):  # past the deadline, not uvicorn's keep-alive
+            assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200 ")
+            writer.write(b"\r\n")
+            assert await reader.read() == b""  # closed
+        writer.close()
+
+
 # -- browser hardening ------------------------------------------------------------------------
 
 

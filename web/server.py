@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from web.app import create_app
 from web.metrics import multiprocess_dir
@@ -36,9 +36,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     a head that came whole in one read).
 
     The deadline: a request must have arrived whole, head and body, within `request_timeout`
-    of its first byte (a new connection, of its opening). Uvicorn has no such limit, so a client
-    sending a byte now and then held a connection, and up to a megabyte of body, for as long as
-    it liked. Armed only when a read ends with a request incomplete: no timer for the usual one.
+    of its first byte (a new connection, of its opening; bytes after an answer, of their
+    arrival). Uvicorn has no such limit, so a client sending a byte now and then held a
+    connection, and up to a megabyte of body, for as long as it liked. Armed only when a read
+    ends with a request incomplete: no timer for the usual one. Time while the server is not
+    reading (a pipelined request waiting its turn) does not count. And a client that stops
+    reading the answer for `request_timeout` is cut off: its task would wait on it for ever.
+
+    Trailers (header fields after a chunked body) are dropped, not appended to the request's
+    headers as uvicorn does: they were the one part of a request with no size limit.
+    When the connection is lost, every request on it is told, not only the newest: a pipelined
+    one being answered would otherwise write to a closed transport (a traceback, a 500).
     """
 
     request_timeout = REQUEST_TIMEOUT_S
@@ -53,6 +61,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._waiting = True  # for (the rest of) a request
         self._began = False  # a request's first bytes are in
         self._deadline: asyncio.TimerHandle | None = None
+        self._stalled: asyncio.TimerHandle | None = None  # the client is not reading our answer
+        self._cycles: list[RequestResponseCycle] = []  # those not answered yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -60,6 +70,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stalled is not None:
+            self._stalled.cancel()
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.message_event.set()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -75,6 +91,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_bytes is None:  # a trailer, after a chunked body
+            return
         self._parsed += len(name) + len(value) + 4  # ": " and CRLF
         super().on_header(name, value)
 
@@ -84,6 +102,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._too_big = True
             raise HeadTooLarge  # before the request reaches the app
         super().on_headers_complete()
+        if self.cycle is not None:
+            self._cycles = [c for c in self._cycles if not c.response_complete]
+            self._cycles.append(self.cycle)
 
     def on_message_complete(self) -> None:
         self._waiting = self._began = False
@@ -102,8 +123,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # not count the body; a head still incomplete past the limit is refused.
         if self._head_bytes is not None and self._head_bytes > MAX_HEADER_BYTES:
             self._refuse()
-        elif self._waiting:
-            self._arm()
+        elif self._waiting or self.cycle is None or self.cycle.response_complete:
+            self._arm()  # a request under way, or bytes after the last answer (a CRLF, a late body)
 
     def send_400_response(self, msg: str) -> None:
         """Uvicorn's answer to a parser error; HeadTooLarge is one, and gets its 431."""
@@ -129,9 +150,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._deadline.cancel()
             self._deadline = None
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = asyncio.get_running_loop().call_later(self.request_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
     def _expired(self) -> None:
         self._deadline = None
         if self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the server is not reading: the client is not late
+            self._arm()
             return
         if self._began and self._head_bytes is not None:  # part of a head (no byte at all: hang up)
             self.transport.write(
