@@ -129,3 +129,27 @@ def set_session_cookie(client: httpx.AsyncClient, value: str) -> None:
 def session_keys(redis: Redis) -> list[str]:
     """Every session's key in Redis, whoever it belongs to."""
     return sorted(redis.scan_iter(session_key("*")))
+
+
+def form_post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a same-origin form POST to the test server, for driving the app by hand
+    (a body that comes late, or never)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"sec-fetch-site", b"same-origin"),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 443),
+    }

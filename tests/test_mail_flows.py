@@ -23,7 +23,7 @@ from redis import Redis
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from tests.conftest import HX, PASSWORD, login, make_client, running, signup
+from tests.conftest import HX, PASSWORD, form_post_scope, login, make_client, running, signup
 from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
@@ -796,26 +796,9 @@ async def held_post(
     """A POST sent now whose body the client holds back until the event is set; its status and
     Location."""
     body = urlencode(form).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", str(len(body)).encode()),
-            (b"sec-fetch-site", b"same-origin"),
-            (b"cookie", f"__Host-sid={cookie}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 443),
-    }
+    scope = form_post_scope(
+        path, [(b"content-length", str(len(body)).encode()), (b"cookie", f"__Host-sid={cookie}".encode())]
+    )
     release, asked = asyncio.Event(), asyncio.Event()
     status: list[tuple[int, str]] = []
 

@@ -11,7 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from tests.conftest import login, make_client, running, signup
+from tests.conftest import form_post_scope, login, make_client, running, signup
 from web.settings import Settings
 
 TOKEN = "metrics-token-0123456789abcdef0123456789"
@@ -67,25 +67,7 @@ async def test_a_client_that_leaves_mid_body_is_no_server_error(
     """A form post whose client goes away before its body is in (a phone losing signal, or
     someone holding connections open to set off the error alert): no traceback, no 500 counted,
     but a 499, and nothing sent."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "https",
-        "path": "/login",
-        "raw_path": b"/login",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/x-www-form-urlencoded"),
-            (b"content-length", b"1000"),
-            (b"sec-fetch-site", b"same-origin"),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 443),
-    }
+    scope = form_post_scope("/login", [(b"content-length", b"1000")])
     sent: list[Message] = []
     messages: Iterator[Message] = iter(())
 
