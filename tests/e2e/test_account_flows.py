@@ -139,9 +139,7 @@ def test_sudo_dialog_then_the_change_completes_in_place(
 
     # It was the request as typed: the new password is the one now.
     sign_out(page)
-    # The address was never confirmed: the reset proved it, and replaced the name its maker typed
-    # (it could have been anyone) with the address's local part.
-    sign_in(page, Account(account.email.partition("@")[0], "", account.email, NEW_PASSWORD))
+    sign_in(page, Account(account.first, account.last, account.email, NEW_PASSWORD))
 
 
 def test_sudo_without_javascript_goes_to_reauth_and_back(
