@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -32,8 +33,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     The cap (MAX_HEADER_BYTES, 431) uses two counts, because a head arrives in many reads or in
     one: the bytes of the reads made while it was incomplete (a bound that catches a head that
     never ends; the read it began in counts whole, unless the previous request's body was in
-    it) and the bytes of the URL and headers as the parser hands them over (exact, which catches
-    a head that came whole in one read).
+    it) and, once it is in and only if the reads could hold that much, the bytes of its URL and
+    headers (exact, which catches a head that came whole in one read). No per-header work.
 
     The deadline: a request must have arrived whole, head and body, within `request_timeout`
     of its first byte (a new connection, of its opening; bytes after an answer, of their
@@ -44,7 +45,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     reading the answer for `request_timeout` is cut off: its task would wait on it for ever.
 
     Trailers (header fields after a chunked body) are dropped, not appended to the request's
-    headers as uvicorn does: they were the one part of a request with no size limit.
+    headers as uvicorn does, and cut off past the same cap: they had no size limit at all.
     When the connection is lost, every request on it is told, not only the newest: a pipelined
     one being answered would otherwise write to a closed transport (a traceback, a 500).
     """
@@ -54,7 +55,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes: int | None = 0  # None once the headers of the current request are in
-        self._parsed = 0
+        self._bound = 0  # bytes of the reads the current head may span
         self._too_big = False
         self._read = 0  # bytes in the read being parsed
         self._ended_in_read = False  # a request ended in it
@@ -82,26 +83,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Somewhere in the read being parsed: all of it counts, unless a request ended earlier
         # in it (its body may be most of it); then this head counts from the next read on.
         self._head_bytes = 0 if self._ended_in_read else self._read
-        self._parsed = 0
+        self._bound = self._read
         self._waiting = self._began = True
         super().on_message_begin()
 
-    def on_url(self, url: bytes) -> None:
-        self._parsed += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head_bytes is None:  # a trailer, after a chunked body
-            return
-        self._parsed += len(name) + len(value) + 4  # ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._head_bytes = None
-        if self._parsed > MAX_HEADER_BYTES:
+        if self._bound > MAX_HEADER_BYTES and _head_size(self.url, self.headers) > MAX_HEADER_BYTES:
             self._too_big = True
             raise HeadTooLarge  # before the request reaches the app
         super().on_headers_complete()
+        # Where uvicorn's on_header puts what comes next (trailers): counted, never kept.
+        self.headers = _Trailers(self, self.headers)  # type: ignore[assignment]
         if self.cycle is not None:
             self._cycles = [c for c in self._cycles if not c.response_complete]
             self._cycles.append(self.cycle)
@@ -116,6 +109,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._read, self._ended_in_read = len(data), False
         if self._head_bytes is not None:
             self._head_bytes += len(data)
+            self._bound += len(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -130,7 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Uvicorn's answer to a parser error; HeadTooLarge is one, and gets its 431."""
         if self._too_big:
             self._refuse()
-        else:
+        elif not self.transport.is_closing():  # trailers past the cap: already cut off
             super().send_400_response(msg)
 
     def _refuse(self) -> None:
@@ -176,6 +170,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         # Past the head, the app has the request: closing tells it the client is gone (a 499).
         self.transport.close()
+
+
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)  # ": ", CRLF
+
+
+class _Trailers:
+    """Stands in for the request's header list once the head is in: uvicorn appends trailer
+    fields to it; they are counted against the cap and dropped. Reading it (an upgrade's
+    check) reads the head's headers."""
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol, head: list[tuple[bytes, bytes]]) -> None:
+        self.protocol = protocol
+        self.head = head
+        self.size = 0
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self.head)
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.size += len(field[0]) + len(field[1]) + 4
+        if self.size > MAX_HEADER_BYTES:
+            self.protocol.transport.abort()  # an answer may be under way: no 431 in its middle
+            raise HeadTooLarge
 
 
 def serve(settings: Settings) -> None:
