@@ -128,12 +128,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def _refuse(self) -> None:
-        self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 34\r\n\r\n"
-            b"Request header fields too large.\r\n"
-        )
+        self._answer(b"431 Request Header Fields Too Large", b"Request header fields too large.\r\n")
         self.transport.close()
+
+    def _answer(self, status: bytes, text: bytes) -> None:
+        """A plain answer written before the app has the request (it never will), then close."""
+        self.transport.write(
+            b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, len(text), text)
+        )
 
     def _arm(self) -> None:
         if self._deadline is None:
@@ -163,11 +166,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm()
             return
         if self._began and self._head_bytes is not None:  # part of a head (no byte at all: hang up)
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\n"
-                b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: 20\r\n\r\n"
-                b"Request timed out.\r\n"
-            )
+            self._answer(b"408 Request Timeout", b"Request timed out.\r\n")
         # Past the head, the app has the request: closing tells it the client is gone (a 499).
         self.transport.close()
 
