@@ -18,7 +18,7 @@ from redis import Redis
 from starlette.applications import Starlette
 
 from tests.conftest import HX, PASSWORD, login, make_client, running, signup
-from tests.helpers.authenticator import SoftAuthenticator
+from tests.helpers.authenticator import SoftAuthenticator, b64url
 from web.auth.throttle import PASSKEY_CHALLENGES_PER_CLIENT
 from web.auth.users import User
 from web.sessions.store import session_key
@@ -569,6 +569,28 @@ async def test_a_credential_id_too_long_or_already_registered_is_refused(app: St
     for email, count in (("ada@example.com", 1), ("eve@example.com", 0)):
         user = await User.find_one({"email": email})
         assert user is not None and len(user.passkeys) == count
+
+
+async def test_one_credential_id_raced_onto_two_accounts_lands_on_one(app: Starlette) -> None:
+    """Two accounts registering one credential id at the same moment: both used to pass the check
+    for an existing one before either wrote, and one credential named two passkeys."""
+    for n in range(10):
+        async with make_client(app) as ada, make_client(app) as eve:
+            await signup(ada, email=f"ada{n}@example.com")
+            await signup(eve, email=f"eve{n}@example.com")
+            credential_id = os.urandom(32)
+            forms = []
+            for client in (ada, eve):
+                options = (await client.post("/account/passkeys/options")).json()
+                credential = SoftAuthenticator(ORIGIN).create(options, credential_id=credential_id)
+                forms.append({"credential": json.dumps(credential), "name": "Key"})
+            replies = await asyncio.gather(
+                *(c.post("/account/passkeys", data=f) for c, f in zip((ada, eve), forms, strict=True))
+            )
+            assert sorted(r.status_code for r in replies) == [200, 400], n
+            assert "already registered" in next(r.text for r in replies if r.status_code == 400)
+        holders = await User.find({"passkeys.id": b64url(credential_id)}).to_list()
+        assert len(holders) == 1, n
 
 
 async def test_a_refused_passkey_of_the_account_shows_in_its_activity(app: Starlette) -> None:

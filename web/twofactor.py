@@ -189,7 +189,7 @@ async def register(request: Request, session: Session, user: User, credential: s
         name=name or "Passkey",
     )
     if not await user.add_passkey(passkey):
-        if await User.find_one({"_id": user.id, "passkeys.id": passkey.id}) is not None:
+        if await User.find_one({"passkeys.id": passkey.id}) is not None:
             raise PasskeyError("duplicate", "This passkey is already registered.")  # a twin request won
         raise SignedOut  # the password was reset meanwhile: this session is over
     return passkey

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from beanie import Document, Indexed
 from pydantic import BaseModel, Field
+from pymongo import IndexModel
+from pymongo.errors import DuplicateKeyError
 
 
 def normalise_email(email: str) -> str:
@@ -47,6 +49,16 @@ class User(Document):
 
     class Settings:
         name = "users"
+        indexes: ClassVar[list[IndexModel]] = [
+            # One credential names one passkey, on one account: two accounts registering the same
+            # id at once both pass the check before either writes, and only this can refuse one.
+            IndexModel(
+                "passkeys.id",
+                name="passkey_id",
+                unique=True,
+                partialFilterExpression={"passkeys.id": {"$exists": True}},
+            )
+        ]
 
     @property
     def display_name(self) -> str:
@@ -133,9 +145,13 @@ class User(Document):
 
     async def add_passkey(self, passkey: Passkey) -> bool:
         """Add a passkey, unless the password changed since this document was read (see
-        add_factor), or the account already has one with its id (two requests racing)."""
+        add_factor), or an account already has one with its id (two requests racing)."""
         update = {"$push": {"passkeys": passkey.model_dump()}}
-        if not await self.add_factor(update, **{"passkeys.id": {"$ne": passkey.id}}):
+        try:
+            # The unique index covers other accounts; within one document it does not.
+            if not await self.add_factor(update, **{"passkeys.id": {"$ne": passkey.id}}):
+                return False
+        except DuplicateKeyError:
             return False
         self.passkeys.append(passkey)
         return True
