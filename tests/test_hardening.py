@@ -15,12 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from redis import Redis
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import PASSWORD, login, make_client, running, signup
 from web.embedded import free_port
@@ -97,7 +98,7 @@ async def test_a_chunked_body_over_the_limit_is_413_even_in_one_field(client: ht
 
 @contextlib.asynccontextmanager
 async def uvicorn_serving(
-    app: Starlette, protocol: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol
+    app: ASGIApp, protocol: type[LimitedHttpToolsProtocol] = LimitedHttpToolsProtocol
 ) -> AsyncIterator[int]:
     """The app behind real uvicorn with the production protocol, on a free port."""
     port = free_port()
@@ -206,6 +207,43 @@ async def test_a_pipelined_request_after_a_big_body_is_not_a_big_head() -> None:
         writer.close()
         assert first.startswith(b"HTTP/1.1 200 ")
         assert rest.endswith(b"ok: 0") and b" 431 " not in rest
+
+
+def test_a_pipelined_request_on_a_lost_connection_does_not_raise_into_the_app() -> None:
+    """Two requests in one write, the client gone while the first is being answered: uvicorn
+    told only the newest request, and under uvloop (as served) the first one's next write
+    raised into the app (a traceback and a 500 in the metrics) instead of going nowhere."""
+    started, answered = asyncio.Event(), asyncio.Event()
+    raised: list[BaseException] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        started.set()
+        yield b"x" * (16 * 1024 * 1024)  # more than the sockets hold: the write waits
+        yield b"the end"
+
+    async def slow(request: Request) -> Response:
+        return StreamingResponse(chunks())
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await Starlette(routes=[Route("/", slow)])(scope, receive, send)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            answered.set()
+
+    async def scenario() -> None:
+        async with uvicorn_serving(app) as port:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2)
+            async with asyncio.timeout(10):
+                await started.wait()
+                writer.transport.abort()  # a reset, met by the server's pending write
+                await answered.wait()
+
+    uvloop.run(scenario())
+    assert raised == []
 
 
 class QuickDeadline(LimitedHttpToolsProtocol):
