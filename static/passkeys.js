@@ -57,7 +57,10 @@
       })
       .then(function (credential) {
         var data = Object.assign({ credential: JSON.stringify(credential.toJSON()) }, extra || {});
-        return post(actionUrl, data);
+        return post(actionUrl, data).catch(function (error) {
+          error.chosen = true;  // the user picked a passkey: what the server says is for them
+          throw error;
+        });
       });
   }
 
@@ -67,7 +70,10 @@
     return assert(button.getAttribute("data-options"), button.getAttribute("data-action"), extra, mediation)
       .then(function (body) { window.location.assign(body.location || "/"); })
       .catch(function (error) {
-        if (mediation !== "conditional") showError(document, error);
+        // The autofill's own ends (nothing picked, the button took over) are not worth a word;
+        // a passkey picked from it and then refused (removed from the account, a challenge
+        // that expired while the page stood open) is.
+        if (mediation !== "conditional" || error.chosen) showError(document, error);
       });
   }
 

@@ -289,3 +289,14 @@ def test_passkey_autofill_signs_in_and_the_button_works_while_autofill_waits(
     assert "e2e: credentials.get conditional resolved" not in outcomes, outcomes
     expect(page).to_have_url(f"{origin}/")
     shot(page, "signed-in-with-the-button")
+
+    # Removed from the account but still on the device: the autofill offers it, the user picks
+    # it, and the refusal is shown (it used to be dropped with the autofill's own errors).
+    page.goto("/account/security")
+    page.get_by_role("button", name="Remove the passkey Phone").click()
+    expect(page.get_by_text("No passkey yet.")).to_be_visible()
+    page.goto("/")
+    sign_out(page)
+    page.goto("/login")
+    expect(page.locator("[data-passkey-error]")).to_have_text("This passkey is not registered here.")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
