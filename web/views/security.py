@@ -83,7 +83,7 @@ async def enable_totp(request: Request, me: SignedIn) -> Response:
         if wants_json(request):
             return _json({"error": "That code is not right. Try the one your app shows now."}, 422)
         # A new secret: the old one was shown on a page that may have been left open.
-        enrolment = await twofactor.begin_totp(request, me.session, user)
+        enrolment = await twofactor.begin_totp(request, me.session, user, fresh=True)
         errors = {"code": "That code is not right. Scan the new QR code and try its current code."}
         return form_page(request, TOTP_PAGE, values={}, errors=errors, status=422, enrolment=enrolment)
     await _changed(request, me, "authenticator app turned on", removed=False)
