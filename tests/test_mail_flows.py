@@ -31,7 +31,7 @@ from tests.test_races import CHANGE, NEW_PASSWORD, Gate, gate_after, race, user_
 from tests.test_sessions_list import other_handle
 from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
-from web.auth.throttle import TAKEN_PER_ADDRESS
+from web.auth.throttle import TAKEN_PER_ADDRESS, VERIFY_MAILS_PER_ADDRESS, VERIFY_MAILS_PER_USER
 from web.auth.users import Passkey, User
 from web.settings import Settings, SettingsError
 
@@ -359,6 +359,39 @@ async def test_asking_for_the_link_again_is_limited(client: httpx.AsyncClient, s
     assert (await client.post(first)).status_code == 303
 
 
+async def mail_settled(app: Starlette) -> None:
+    """Wait until the app has sent everything it queued."""
+    queue = app.state.services.mail.queue
+    async with asyncio.timeout(WITHIN):
+        while True:
+            if not await queue.depth():
+                return
+            await asyncio.sleep(0.05)  # polling a condition, with the bound above
+
+
+async def test_a_strangers_inbox_gets_only_so_many_links_whoever_asks(
+    app: Starlette, smtp: MailServer
+) -> None:
+    """Sign up with someone else's address, ask for the link again, delete the account, again and
+    again: each round mailed links and a goodbye to an address nobody had confirmed (15 mails in
+    three rounds), and accounts asking to move to one address each mailed it links of their own."""
+    victim = "stranger@example.org"
+    resends = []
+    for _ in range(3):
+        async with make_client(app) as maker:
+            assert (await signup(maker, email=victim)).status_code == 303
+            resends += [(await maker.post("/email/verify/resend")).status_code for _ in range(2)]
+            assert (await maker.post("/account/delete", data={"confirm": victim})).status_code == 303
+    assert resends == [303, 303, 303, 429, 429, 429]  # the address's links for the hour were spent
+    async with make_client(app) as other:
+        await signup(other, email="other@example.com")
+        assert (await change_email(other, victim)).status_code == 429
+    await mail_settled(app)
+    got = [m for m in smtp.received if victim in m.rcpt_tos]
+    assert len(got) <= VERIFY_MAILS_PER_ADDRESS
+    assert all(m.subject.startswith("Confirm") for m in got)  # no goodbye: it was never theirs
+
+
 async def test_account_json_needs_a_session(client: httpx.AsyncClient) -> None:
     r = await client.get("/account", headers={"Accept": "application/json"})
     assert r.status_code == 401 and r.json() == {"authenticated": False}
@@ -478,14 +511,25 @@ async def test_taken_addresses_are_told_only_after_the_password_and_only_so_ofte
     client: httpx.AsyncClient, app: Starlette
 ) -> None:
     """The address-change form was an unlimited oracle: 409 for an address with an account,
-    before the password was even checked."""
+    before the password was even checked; then, once an account had spent its links for the
+    hour, still 409 for a taken address (and 429 for a free one), as often as it liked."""
     async with make_client(app) as grace:
         await signup(grace, email="grace@example.com", first="Grace")
     await signup(client)
     wrong = [await change_email(client, "grace@example.com", password="not it") for _ in range(3)]
     assert [r.status_code for r in wrong] == [401, 401, 401]
-    right = [await change_email(client, "grace@example.com") for _ in range(TAKEN_PER_ADDRESS + 1)]
-    assert [r.status_code for r in right] == [409] * TAKEN_PER_ADDRESS + [429]
+    # One account: as many answers an hour as links, whatever they say.
+    right = [await change_email(client, "grace@example.com") for _ in range(VERIFY_MAILS_PER_USER)]
+    assert [r.status_code for r in right] == [409] * VERIFY_MAILS_PER_USER
+    assert (await change_email(client, "grace@example.com")).status_code == 429
+    assert (await change_email(client, "free@example.com")).status_code == 429
+    # One address, whichever accounts ask: so many "taken" an hour.
+    statuses = []
+    for n in range(TAKEN_PER_ADDRESS - VERIFY_MAILS_PER_USER + 1):
+        async with make_client(app) as other:
+            await signup(other, email=f"other{n}@example.com")
+            statuses.append((await change_email(other, "grace@example.com")).status_code)
+    assert statuses == [409] * (TAKEN_PER_ADDRESS - VERIFY_MAILS_PER_USER) + [429]
 
 
 async def test_a_reset_by_the_address_owner_removes_the_factors_of_whoever_made_the_account(
@@ -846,6 +890,49 @@ async def test_a_request_whose_body_comes_after_its_session_ended_does_nothing(
         assert (await taker.get("/")).status_code == 303
     assert await User.find_one({"email": "ada@example.com"}) is not None
     assert not [m for m in smtp.received if "taker@evil.example" in m.rcpt_tos]
+
+
+@pytest.mark.parametrize("move", ["revoke", "revoke-others", "report"])
+async def test_an_address_change_asked_by_a_session_the_owner_ended_is_void(
+    app: Starlette, smtp: MailServer, move: str
+) -> None:
+    """Someone who knows the password signs in and asks to move the account to their address;
+    the owner sees the new browser and ends it (one revoke, every other session, or "this
+    wasn't me"). The link in the taker's mailbox still moved the account there, and a reset
+    from there took it for good."""
+    async with make_client(app) as taker, make_client(app) as owner:
+        await confirmed_signup(owner, smtp)
+        assert (await login(taker)).status_code == 303
+        assert (await change_email(taker, "taker@evil.example")).status_code == 303
+        (confirm,) = await mails_to(smtp, "taker@evil.example")
+        if move == "report":  # the notice of the taker's sign-in
+            (notice,) = [
+                m for m in await mails_to(smtp, "ada@example.com", 2) if m.subject.startswith("New sign-in")
+            ]
+            assert (await owner.post(link_to(notice, "/sessions/report/"))).status_code == 200
+            assert (await login(owner)).status_code == 303
+        else:
+            assert await owner_moves(move, owner, smtp, "ada@example.com") == 303
+        assert (await taker.get("/")).status_code == 303
+        link = link_to(confirm, "/email/verify/")
+        async with make_client(app) as anywhere:
+            assert (await anywhere.post(link)).status_code == 410
+        assert (await account(owner))["email"] == "ada@example.com"
+
+
+async def test_a_newer_address_change_voids_the_links_of_earlier_ones(
+    client: httpx.AsyncClient, smtp: MailServer
+) -> None:
+    """A mistyped address corrected at once: whoever holds the first mailbox could still take
+    the account's address with its link, for a day, though the page says a newer link replaces it."""
+    await confirmed_signup(client, smtp)
+    assert (await change_email(client, "ada@typo.example")).status_code == 303
+    assert (await change_email(client, "ada@new.example")).status_code == 303
+    (mistyped,) = await mails_to(smtp, "ada@typo.example")
+    (meant,) = await mails_to(smtp, "ada@new.example")
+    assert (await client.post(link_to(mistyped, "/email/verify/"))).status_code == 410
+    assert (await client.post(link_to(meant, "/email/verify/"))).status_code == 303
+    assert (await account(client))["email"] == "ada@new.example"
 
 
 async def test_what_a_session_holder_does_to_the_factors_leaves_the_owners_reset_link_good(

@@ -40,8 +40,13 @@ async def delete_account(request: Request, session: Session, user: User, *, vers
     if await svc.store.claim(user_id, version, session=session.digest) is None:
         return False
     await end_sessions(request, user_id, keep=session, reason="deleted", bump_epoch=True)
-    goodbye = await svc.mail.send(email, "goodbye", name=notices.greeting(user, email))
-    await svc.mail.forget(email, keep=(goodbye,))
+    # Only to a confirmed address: one nobody confirmed may be a stranger's (made, deleted, made again).
+    kept = (
+        (await svc.mail.send(email, "goodbye", name=notices.greeting(user, email)),)
+        if user.email_verified_at
+        else ()
+    )
+    await svc.mail.forget(email, keep=kept)
     await svc.tokens.delete_all(user_id)
     await svc.throttle.forget(email, user_id)
     await forget_activity(request, user_id)

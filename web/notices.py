@@ -75,13 +75,20 @@ async def password_reset(request: Request, user: User, *, version: int) -> None:
     )
 
 
-async def verify_email(request: Request, user: User, address: str, *, version: int | None = None) -> None:
-    """Mail a confirmation link to `address`: the account's own, or (with the credential version of the
-    request) the new one it asked to change to."""
+async def verify_email(
+    request: Request, user: User, address: str, *, version: int | None = None, epoch: int | None = None
+) -> int:
+    """Mail a confirmation link to `address`: the account's own, or (with the credential version and
+    epoch it claimed) the new one it asked to change to. Returns 0; no mail, once the address has had
+    its links for the hour (then the seconds to wait): it may be a stranger's, whom accounts could
+    otherwise mail at will."""
     svc = services(request)
+    if wait := await svc.throttle.reserve(svc.throttle.verify_mail_to(address)):
+        audit("verification_not_sent", ip=client_ip(request), user_id=str(user.id))
+        return wait
     ttl = svc.settings.email_verify_ttl
     change = address != user.email
-    data = {"email": address, "version": version} if change else {"email": address}
+    data = {"email": address, "version": version, "epoch": epoch} if change else {"email": address}
     token = await svc.tokens.issue("verify", str(user.id), ttl=ttl, **data)
     await svc.mail.send(
         address,
@@ -92,6 +99,7 @@ async def verify_email(request: Request, user: User, address: str, *, version: i
         change=change,
     )
     audit("verification_sent", ip=client_ip(request), user_id=str(user.id), change=change)
+    return 0
 
 
 async def password_changed(request: Request, user: User, *, how: str) -> None:

@@ -32,6 +32,7 @@ RESET_MAILS_PER_ADDRESS = 3
 RESET_MAILS_PER_CLIENT = 20
 PASSKEY_CHALLENGES_PER_CLIENT = 300  # an hour: sign-in pages opened by people with no session
 VERIFY_MAILS_PER_USER = 3
+VERIFY_MAILS_PER_ADDRESS = 5  # confirmation links to one address, an hour, whichever account asks
 HOUR = 3600
 
 # ARGV: now, cap, then per key: its limit, its window, and its flags: 1 if it records the
@@ -217,13 +218,14 @@ class Throttle:
         await self._clear(keys=[f"t:a:{{{account_tag(email)}}}"], args=[])
 
     async def forget(self, email: str, user_id: str) -> None:
-        """Delete every limiter that names an account (it is being deleted)."""
+        """Delete every limiter that names an account (it is being deleted). Those that count mail
+        and answers *to an address* stay their hour: deleting and making the account again would
+        otherwise start them afresh, and an address that is not the maker's gets mail after mail."""
         await self.unlock(email)
         await self.redis.delete(
             f"t:p:{{{account_tag(user_id)}}}",
             f"t:v:{{{account_tag(user_id)}}}",
         )
-        await self.redis.delete(f"t:r:{{{account_tag(email)}}}", f"t:s:{{{account_tag(email)}}}")
 
     def reset_mail(self, email: str, network: str) -> list[list[Limit]]:
         """Password reset mails: a few per address an hour, and some per client address."""
@@ -235,6 +237,10 @@ class Throttle:
     def verify_mail(self, user_id: str) -> list[list[Limit]]:
         """Verification mails asked for again by a signed-in user, an hour."""
         return [[Limit(f"t:v:{{{account_tag(user_id)}}}", VERIFY_MAILS_PER_USER, HOUR)]]
+
+    def verify_mail_to(self, address: str) -> list[list[Limit]]:
+        """Confirmation links mailed to one address, an hour, whichever accounts ask for them."""
+        return [[Limit(f"t:m:{{{account_tag(address)}}}", VERIFY_MAILS_PER_ADDRESS, HOUR)]]
 
     def password_change(self, user_id: str) -> list[list[Limit]]:
         """Wrong current passwords on the change form: a counter of their own, per account."""

@@ -125,14 +125,18 @@ return epoch
 """
 
 # A credential change (password, reset, address) claims the credential version it read: only if
-# it is still ARGV[2] and, with KEYS[3], while that session (the one asking) is alive. Then the
-# version moves on (voiding links and changes that read it) and so does the epoch (voiding
-# sign-ins in flight); returns the new epoch, or false. Of two changes racing, one goes through.
+# it is still ARGV[2], the epoch still ARGV[3] (unless empty) and, with KEYS[3], while that
+# session (the one asking) is alive. Then the version moves on (unless ARGV[4] is 0), voiding
+# links and changes that read it, and so does the epoch (voiding sign-ins in flight); returns
+# the new epoch, or false. Of two changes racing, one goes through.
 CLAIM = """
 if tonumber(redis.call('GET', KEYS[1]) or 0) ~= tonumber(ARGV[2]) then return false end
+if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[2]) or 0) ~= tonumber(ARGV[3]) then return false end
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return false end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return epoch

@@ -231,10 +231,20 @@ class SessionStore:
         change (and a deletion). Links carry it; changes read it before their check."""
         return int(await self.redis.get(version_key(user_id)) or 0)
 
-    async def claim(self, user_id: str, version: int, *, session: str | None = None) -> int | None:
+    async def claim(
+        self,
+        user_id: str,
+        version: int,
+        *,
+        session: str | None = None,
+        epoch: int | None = None,
+        move_version: bool = True,
+    ) -> int | None:
         """Move the credential version on if it is still `version` (read before the credential
-        was checked, or carried by a link) and, with `session` (a digest), while that session is
-        alive; the epoch moves on too. Return the new epoch, or None if something came first.
+        was checked, or carried by a link), with `epoch` while the epoch is still that and, with
+        `session` (a digest), while that session is alive; the epoch moves on too. Return the new
+        epoch, or None if something came first. move_version=False moves only the epoch: what a
+        request that is not itself a change claims (an address change asked for, see email.py).
 
         A credential change claims before it writes: of a reset, a password change, an address
         change and a deletion racing, one goes through; and one asked from a session stops if that
@@ -245,7 +255,8 @@ class SessionStore:
         keys = [version_key(user_id), epoch_key(user_id)]
         if session is not None:
             keys.append(session_key(session))
-        claimed = await self._claim(keys=keys, args=[EPOCH_TTL, version])
+        args = [EPOCH_TTL, version, "" if epoch is None else epoch, 1 if move_version else 0]
+        claimed = await self._claim(keys=keys, args=args)
         return None if claimed is None else int(claimed)
 
     async def put_challenge(self, digest: str, purpose: str, value: str, ttl: int) -> None:

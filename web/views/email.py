@@ -22,6 +22,7 @@ from web.services import services
 from web.sessions import session_of
 from web.templating import render
 
+RACED = "Your account changed while this was being asked for, so no link was sent. Try again."
 GONE = "This link has expired, was already used, or was replaced by a newer one."
 VERIFIED = "Thank you: your email address is confirmed."
 CHANGED = "Your email address was changed. Sign in with the new one from now on."
@@ -65,8 +66,10 @@ async def _target(request: Request) -> tuple[Token, User]:
 
 
 async def _still_good(request: Request, token: Token, user: User) -> bool:
-    if "version" in token.data:  # an address change dies with a change of credentials
-        return bool(token.data["version"] == await services(request).store.version(str(user.id)))
+    if "version" in token.data:  # an address change dies with a change of credentials (see change_email)
+        store, user_id = services(request).store, str(user.id)
+        now = await store.version(user_id), await store.epoch(user_id)
+        return now == (token.data["version"], token.data.get("epoch", now[1]))
     return bool(token.data["email"] == user.email)  # confirms the address it was sent to
 
 
@@ -87,7 +90,8 @@ async def verify(request: Request) -> Response:
         # An address change is a change of credentials: claimed before it is written, so of it
         # and a reset racing it, one goes through. Links mailed to the old address (a reset,
         # say) must not outlive it: they die with the version.
-        good = await svc.store.claim(str(user.id), token.data["version"]) is not None
+        claim = svc.store.claim(str(user.id), token.data["version"], epoch=token.data.get("epoch"))
+        good = await claim is not None
     else:
         good = await _still_good(request, token, user)
     if not good:
@@ -118,7 +122,9 @@ async def resend_verification(request: Request, me: SignedIn) -> Response:
     if wait := await svc.throttle.reserve(svc.throttle.verify_mail(str(user.id))):
         message, headers = throttled(wait, "requests for a link")
         raise HTTPException(429, message, headers)
-    await notices.verify_email(request, user, user.email)
+    if wait := await notices.verify_email(request, user, user.email):
+        message, headers = throttled(wait, "links to this address")
+        raise HTTPException(429, message, headers)
     fragment = render(request, "pages/home.html", {"notice": RESENT}, block="verify")
     return done(request, me.session, RESENT, "home", fragment)
 
@@ -137,7 +143,8 @@ async def email_page(request: Request, me: SignedIn) -> Response:
 @signed_in(recent=True)
 async def change_email(request: Request, me: SignedIn) -> Response:
     svc = services(request)
-    version = await svc.store.version(me.user.id)  # before the document and the check
+    # Before the document and the check: what the link will be claimed against.
+    version, epoch = await svc.store.version(me.user.id), await svc.store.epoch(me.user.id)
     user = await current_user(me)
     values = await read_form(request, "new_email", "current_password")
     new, password = normalise_email(values["new_email"]), values["current_password"]
@@ -157,14 +164,15 @@ async def change_email(request: Request, me: SignedIn) -> Response:
     checked = await check_password(request, user, password, event="email_change_failure")
     if checked is False:
         return page(401, {"current_password": "That is not your current password."})
+    # Each request mails a link to the address it names: so many an hour, as for a resend. Counted
+    # before "taken" is told, so that an account cannot ask about more addresses than that either.
+    if checked is True and (wait := await svc.throttle.reserve(svc.throttle.verify_mail(str(user.id)))):
+        checked = wait
     # Only after the password, and as limited as sign-up's 409: "taken" says an account exists.
     if checked is True and await User.id_by_email(new):
         wait = await svc.throttle.reserve(svc.throttle.taken_address(new))
         if not wait:
             return page(409, {"new_email": TAKEN})
-        checked = wait
-    # Each request mails a link to the address it names: so many an hour, as for a resend.
-    if checked is True and (wait := await svc.throttle.reserve(svc.throttle.verify_mail(str(user.id)))):
         checked = wait
     if checked is not True:
         message, headers = throttled(checked)
@@ -177,7 +185,18 @@ async def change_email(request: Request, me: SignedIn) -> Response:
             headers=headers,
             current=user.email,
         )
-    await notices.verify_email(request, user, new, version=version)
+    # Asked for, not made: this moves the epoch only, while this session lives and nothing moved
+    # since the check. The link carries the new epoch, so it dies with the next move: a newer
+    # request (the link of a mistyped address), the owner ending this session or every other one,
+    # "this wasn't me", or a change of factors. The version goes only when the change is made.
+    claimed = await svc.store.claim(
+        me.user.id, version, epoch=epoch, session=me.session.digest, move_version=False
+    )
+    if claimed is None:
+        return page(409, message=RACED)
+    if wait := await notices.verify_email(request, user, new, version=version, epoch=claimed):
+        message, headers = throttled(wait, "links to this address")
+        return page(429, message=message, headers=headers)
     await notices.email_changed(request, user, user.email, new, done=False)
     audit("email_change_requested", ip=client_ip(request), user_id=str(user.id))
     fragment = form_page(request, EMAIL_PAGE, values={"new_email": ""}, notice=ASKED, current=user.email)

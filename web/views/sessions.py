@@ -108,7 +108,11 @@ async def revoke(request: Request, me: SignedIn) -> Response:
         and hmac.compare_digest(signer.handle(s.digest), handle)
         and s.digest != me.session.digest
     ]
-    await end_sessions(request, me.user.id, only=targets, keep=me.session, reason="revoked")
+    # The epoch too: what that session set in motion (a sign-in's second step, an address change
+    # waiting for its link) ends with it.
+    await end_sessions(
+        request, me.user.id, only=targets, keep=me.session, reason="revoked", bump_epoch=bool(targets)
+    )
     return await _after_revoke(request, me)
 
 
