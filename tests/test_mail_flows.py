@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import pyotp
 import pytest
 from redis import Redis
 from starlette.applications import Starlette
@@ -27,13 +28,15 @@ from tests.conftest import HX, PASSWORD, form_post_scope, login, make_client, ru
 from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
-from tests.test_races import CHANGE, NEW_PASSWORD, Gate, gate_after, race, user_session_keys
+from tests.test_races import CHANGE, NEW_PASSWORD, Gate, gate_after, gate_before, race, user_session_keys
 from tests.test_sessions_list import other_handle
 from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
 from web.auth.throttle import TAKEN_PER_ADDRESS, VERIFY_MAILS_PER_ADDRESS, VERIFY_MAILS_PER_USER
 from web.auth.users import Passkey, User
 from web.settings import Settings, SettingsError
+from web.views import recovery
+from web.views import security as security_views
 
 PUBLIC = "https://sessions.example.test"
 NEW = "a fresh new passphrase"
@@ -571,6 +574,61 @@ async def test_a_factor_added_by_a_request_that_read_the_account_before_a_reset_
     assert await before.add_factor({"$set": {"totp_secret": "late"}}) is False
     after = await User.get(before.id)
     assert after is not None and (after.passkeys, after.totp_secret) == ([], None)
+
+
+async def makers_factor_during_a_reset(
+    app: Starlette, smtp: MailServer, monkeypatch: pytest.MonkeyPatch, factor: str
+) -> User:
+    """Someone makes an account with the owner's address and adds a second factor while the owner
+    resets the password: a passkey with the reset held before it ends the sessions, or an
+    authenticator app with the request held past its session check, before it reads the account.
+    Returns the account after both, which the maker must not be able to sign in to."""
+    async with make_client(app) as maker, make_client(app) as owner:
+        await signup(maker)
+        key = SoftAuthenticator(PUBLIC)
+        if factor == "passkey":
+            options = (await maker.post("/account/passkeys/options")).json()
+            path, form = (
+                "/account/passkeys",
+                {"credential": json.dumps(key.create(options)), "name": "Maker's"},
+            )
+        else:
+            secret = (await maker.get("/account/2fa/totp", headers={"Accept": "application/json"})).json()[
+                "secret"
+            ]
+            path, form = "/account/2fa/totp", {"code": pyotp.TOTP(secret).now()}
+        link = await reset_link(owner, smtp)
+        gate = Gate(1)
+        if factor == "passkey":
+            gate_before(recovery, "end_sessions", gate, monkeypatch)
+            (held,) = await race([owner.post(link, data={"new_password": NEW})])
+            await gate.wait_for_all()
+            await maker.post(path, data=form)
+        else:
+            gate_before(security_views, "current_user", gate, monkeypatch)
+            (held,) = await race([maker.post(path, data=form)])
+            await gate.wait_for_all()
+            assert (await owner.post(link, data={"new_password": NEW})).status_code == 303
+        gate.open.set()
+        await held
+        if factor == "passkey":
+            async with make_client(app) as fresh:
+                assert (await passkey_sign_in(fresh, key)).status_code != 200
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None and user.email_verified_at is not None
+    return user
+
+
+@pytest.mark.parametrize("factor", ["passkey", "totp"])
+async def test_a_factor_added_while_a_reset_runs_is_not_kept(
+    app: Starlette, smtp: MailServer, monkeypatch: pytest.MonkeyPatch, factor: str
+) -> None:
+    """A reset of an account nobody had confirmed wrote the new password and wiped the factors
+    before it ended the maker's sessions: a request that read the account in between (or held
+    past its session check until after the reset) added its factor after the wipe, and the
+    maker signed in with that passkey alone, or held the code the owner's sign-in then asked for."""
+    user = await makers_factor_during_a_reset(app, smtp, monkeypatch, factor)
+    assert (user.passkeys, user.totp_secret, user.recovery_codes) == ([], None, [])
 
 
 async def test_address_change_mistakes(client: httpx.AsyncClient, smtp: MailServer, app: Starlette) -> None:

@@ -89,7 +89,9 @@ async def confirm_totp(request: Request, session: Session, user: User, code: str
         "totp_last_step": step,
         "recovery_codes": [totp.hash_recovery_code(c) for c in codes],
     }
-    if not await user.add_factor({"$set": fields}, totp_secret=None):
+    if not await _still_signed_in(request, session) or not await user.add_factor(
+        {"$set": fields}, totp_secret=None
+    ):
         now = await User.get(user.id)
         if now is not None and now.totp_secret is not None:  # turned on by another request
             raise HTTPException(409, ALREADY_ON)
@@ -98,6 +100,13 @@ async def confirm_totp(request: Request, session: Session, user: User, code: str
         setattr(user, name, value)
     del session[PENDING_TOTP]
     return codes
+
+
+async def _still_signed_in(request: Request, session: Session) -> bool:
+    """Checked after the account was read and before a factor is written under its password
+    hash: a reset ends every session before it writes the new hash, so a request that read that
+    hash finds its session gone here, and one that read the old hash fails the write."""
+    return session.digest is not None and await services(request).store.alive(session.digest)
 
 
 async def check_code(request: Request, user: User, code: str) -> str | None:
@@ -196,7 +205,7 @@ async def register(request: Request, session: Session, user: User, credential: s
         transports=list(made.transports),
         name=name or "Passkey",
     )
-    if not await user.add_passkey(passkey):
+    if not await _still_signed_in(request, session) or not await user.add_passkey(passkey):
         if await User.find_one({"passkeys.id": passkey.id}) is not None:
             raise PasskeyError("duplicate", "This passkey is already registered.")  # a twin request won
         raise SignedOut  # the password was reset meanwhile: this session is over

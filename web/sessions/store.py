@@ -332,6 +332,10 @@ class SessionStore:
         """Rewrite the display name kept in each live session of a user."""
         await self._set_all(keys=[index_key(user_id)], args=[NAME, name])
 
+    async def alive(self, digest: str) -> bool:
+        """Whether the session still exists (not ended, not expired), without touching it."""
+        return bool(await self.redis.exists(session_key(digest)))
+
     async def verified(self, user_id: str) -> None:
         """The user's address is confirmed: no session of theirs carries the mark any more."""
         await self._set_all(keys=[index_key(user_id)], args=[UNVERIFIED, ""])

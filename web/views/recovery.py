@@ -84,22 +84,29 @@ async def reset(request: Request) -> Response:
     # written, so of this and a password or address change racing it, one goes through.
     if token is None or await svc.store.claim(str(user.id), token.data.get("version", -1)) is None:
         raise LinkGone(GONE, again="forgot_password")
-    await user.set_fields(password_hash=new_hash)
-    if user.email_verified_at is None:
+    # Whoever had the old password may be signed in, or signing in: end it all, before anything
+    # is written. A request adding a factor checks its session after it reads the account (see
+    # twofactor._still_signed_in): one that reads the new hash below finds its session gone.
+    await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
+    fields: dict[str, object] = {"password_hash": new_hash}
+    unconfirmed = user.email_verified_at is None
+    if unconfirmed:
         # The link came to this address: it is the owner's, and the account may have been made by
         # someone else (pre-hijacking). What they added goes: their passkeys, app and codes, and
         # the name they typed (it could be any text, and the owner would read it in every mail).
-        await user.set_fields(
-            totp_secret=None,
-            totp_last_step=None,
-            recovery_codes=[],
-            passkeys=[],
-            first_name=user.email.partition("@")[0],
-            last_name="",
-        )
+        # In the same write as the hash: a factor written under the old hash before this write is
+        # wiped by it, and one written after it fails its filter (the hash it read is gone).
+        fields |= {
+            "totp_secret": None,
+            "totp_last_step": None,
+            "recovery_codes": [],
+            "passkeys": [],
+            "first_name": user.email.partition("@")[0],
+            "last_name": "",
+        }
+    await user.set_fields(**fields)
+    if unconfirmed:
         await mark_verified(request, user)
-    # Whoever had the old password may be signed in, or signing in: end it all.
-    await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
     await svc.throttle.unlock(user.email)
     await notices.password_changed(request, user, how="reset with a link mailed to you")
     audit("password_reset", ip=client_ip(request), user_id=str(user.id))
