@@ -6,7 +6,7 @@ import httpx
 from redis import Redis
 from starlette.applications import Starlette
 
-from tests.conftest import login, make_client, running, session_keys, set_session_cookie, signup
+from tests.conftest import PASSWORD, login, make_client, running, session_keys, set_session_cookie, signup
 from tests.helpers.servers import command_calls
 from web.services import Services
 from web.sessions import Session, Signer
@@ -122,14 +122,19 @@ async def test_rotated_secret_key_still_verifies_and_re_signs(settings: Settings
     old_key = settings.secret_keys[0]
     async with running(settings) as app, make_client(app) as client:
         await signup(client)
+        await client.post("/login", data={"email": "ada@example.com", "password": PASSWORD, "remember": "1"})
         old_cookie = client.cookies["__Host-sid"]
     rotated = (b"the-new-primary-key-0123456789abcdefghij", old_key)
     async with running(settings, secret_keys=rotated) as app, make_client(app) as client:
         set_session_cookie(client, old_cookie)
+        # A request that never reads the session does not re-sign it: it would not know that the
+        # cookie outlives the browser ("keep me signed in"), and the new one would not.
+        assert "set-cookie" not in (await client.get("/static/app.js")).headers
         r = await client.get("/")
         assert r.status_code == 200
         fresh = r.headers["set-cookie"].split(";")[0].split("=", 1)[1]
         assert fresh != old_cookie and fresh.split(".")[0] == old_cookie.split(".")[0]
+        assert "Max-Age=" in r.headers["set-cookie"]
         # Once the old key is dropped, only the re-signed cookie works.
     async with running(settings, secret_keys=rotated[:1]) as app, make_client(app) as client:
         set_session_cookie(client, old_cookie)

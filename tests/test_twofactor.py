@@ -541,6 +541,7 @@ async def test_sensitive_actions_need_sudo(client: httpx.AsyncClient, app: Starl
     ):
         r = await client.post(path, data={}, headers=JSON)
         assert r.status_code == 401 and r.json()["reauthenticate"] is True, path
+        assert r.headers["cache-control"] == "no-store", path  # as every JSON answer
 
 
 # -- passkey registration and sign-in under attack (found by an attack review) ---------------

@@ -13,10 +13,10 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from beanie import PydanticObjectId
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web.auth.users import User
-from web.htmx import redirect, redirect_to, wants_json
+from web.htmx import json_reply, redirect, redirect_to, wants_json
 from web.security import SAFE_METHODS
 from web.services import services
 from web.sessions import Session, SessionUser, session_of
@@ -44,7 +44,7 @@ Fallback = Callable[[Request, Session], Response]
 def anonymous(request: Request, session: Session) -> Response:
     """What a visitor who is not signed in gets from a page that needs it."""
     if wants_json(request):
-        return JSONResponse({"authenticated": False}, 401, headers={"Cache-Control": "no-store"})
+        return json_reply({"authenticated": False}, 401)
     return redirect(request, "login")
 
 
@@ -86,7 +86,7 @@ async def stale(request: Request, session: Session) -> Response:
     next_path = local_path(here)
     location = path_for(request, "reauth") + "?" + urlencode({"next": next_path})
     if wants_json(request):
-        return JSONResponse({"reauthenticate": True, "location": location}, 401)
+        return json_reply({"reauthenticate": True, "location": location}, 401)
     if request.headers.get("hx-request") == "true":
         user = await User.get(PydanticObjectId(session.user.id)) if session.user else None
         context = {"next": next_path, "message": None, **ways(user)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from web.urls import path_for
 
@@ -18,6 +18,11 @@ def is_htmx(request: Request) -> bool:
         and headers.get("hx-boosted") != "true"
         and headers.get("hx-history-restore-request") != "true"
     )
+
+
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON answer, never stored by a cache: they speak of one visitor's session and account."""
+    return JSONResponse(body, status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def wants_json(request: Request) -> bool:

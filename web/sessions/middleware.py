@@ -44,7 +44,9 @@ class SessionMiddleware:
                 session_id, current_key = genuine
         session = Session(self.store, session_id)
         if not current_key:
-            session.cookie = "set"  # signed with a retiring key: re-sign with the current one
+            # Signed with a retiring key: re-sign with the current one, once a handler has read the
+            # session (only then is it known whether the cookie outlives the browser).
+            session.cookie = "set"
         scope["session"] = session
 
         async def send_with_cookie(message: Message) -> None:
@@ -54,7 +56,7 @@ class SessionMiddleware:
                 headers = list(message.get("headers", ()))
                 if session.loaded:
                     _vary_on_cookie(headers)
-                if session.cookie == "set" and session.id:
+                if session.cookie == "set" and session.id and session.loaded:
                     # A remembered session's cookie outlives the browser, until the absolute deadline;
                     # any other is a browser-session cookie: the server decides when it ends.
                     lasts = f"; Max-Age={session.absolute_expires_in}" if session.remembered else ""

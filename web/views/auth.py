@@ -10,7 +10,7 @@ import time
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web import metrics, notices, twofactor
 from web.accounts import NOBODY, handle, sign_in
@@ -29,7 +29,7 @@ from web.forms import (
     throttled,
 )
 from web.guard import SignedIn, signed_in
-from web.htmx import is_htmx, redirect, wants_json
+from web.htmx import is_htmx, json_reply, redirect, wants_json
 from web.security import client_ip, client_network
 from web.services import Services, services
 from web.sessions import Session, StaleCredentials, session_of
@@ -161,7 +161,7 @@ async def _complete(
     metrics.sign_in("ok")
     if not known and session.digest:
         await notices.new_browser(request, user, session.digest)
-    response = JSONResponse({"location": "/"}) if wants_json(request) else redirect(request, "home")
+    response = json_reply({"location": "/"}) if wants_json(request) else redirect(request, "home")
     return _with_device(request, response, str(user.id))
 
 
@@ -252,11 +252,11 @@ async def passkey_options(request: Request) -> Response:
         wait := await svc.throttle.reserve(svc.throttle.passkey_options(client_network(client_ip(request))))
     ):
         message, headers = throttled(wait, "passkey requests")
-        return JSONResponse({"error": message}, 429, headers=headers)
+        return json_reply({"error": message}, 429, headers=headers)
     try:
         options = await twofactor.sign_in_options(request, session)
     except PasskeyError as exc:
-        return JSONResponse({"error": str(exc)}, 400)
+        return json_reply({"error": str(exc)}, 400)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -276,7 +276,7 @@ async def passkey(request: Request) -> Response:
             level=logging.WARNING,
             reason=exc.reason,
         )
-        return JSONResponse({"error": str(exc)}, 401)
+        return json_reply({"error": str(exc)}, 401)
     known = svc.devices.knows(svc.devices.read(request), str(user.id))
     remember = values["remember"] == "1"
     event = "login_success_passkey"

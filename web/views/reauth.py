@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web import twofactor
 from web.accounts import check_password, current_user
@@ -19,7 +19,7 @@ from web.auth.passkeys import PasskeyError
 from web.auth.users import User
 from web.forms import read_form, throttled
 from web.guard import SignedIn, local_path, signed_in, ways
-from web.htmx import is_htmx, redirect_to
+from web.htmx import is_htmx, json_reply, redirect_to
 from web.security import client_ip
 from web.services import services
 from web.templating import render
@@ -82,7 +82,7 @@ async def passkey_options(request: Request, me: SignedIn) -> Response:
     try:
         options = await twofactor.sign_in_options(request, me.session, purpose="reauth")
     except PasskeyError as exc:
-        return JSONResponse({"error": str(exc)}, 400)
+        return json_reply({"error": str(exc)}, 400)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -99,9 +99,9 @@ async def passkey(request: Request, me: SignedIn) -> Response:
             level=logging.WARNING,
             reason=exc.reason,
         )
-        return JSONResponse({"error": str(exc)}, 401)
+        return json_reply({"error": str(exc)}, 401)
     if str(user.id) != me.user.id:
-        return JSONResponse({"error": "That passkey is for another account."}, 401)
+        return json_reply({"error": "That passkey is for another account."}, 401)
     await me.session.reauthenticated()
     audit("reauth_success", ip=client_ip(request), user_id=me.user.id, method="passkey")
-    return JSONResponse({"location": local_path(values["next"])}, headers={"HX-Trigger": "reauthenticated"})
+    return json_reply({"location": local_path(values["next"])}, headers={"HX-Trigger": "reauthenticated"})

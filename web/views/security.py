@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web import notices, twofactor
 from web.accounts import current_user, end_sessions
@@ -17,7 +17,7 @@ from web.audit import audit
 from web.auth.passkeys import PasskeyError
 from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem
 from web.guard import SignedIn, signed_in
-from web.htmx import is_htmx, wants_json
+from web.htmx import is_htmx, json_reply, wants_json
 from web.security import client_ip
 from web.services import services
 from web.templating import render
@@ -29,10 +29,6 @@ TOTP_ON = "The authenticator app is on: sign-ins now ask for a code from it."
 TOTP_OFF = "The authenticator app is off, and every other session was signed out."
 PASSKEY_REMOVED = "The passkey was removed, and every other session was signed out."
 RENAMED = "The passkey was renamed."
-
-
-def _json(body: dict[str, object], status: int = 200) -> Response:
-    return JSONResponse(body, status, headers={"Cache-Control": "no-store"})
 
 
 async def _changed(request: Request, me: SignedIn, what: str, *, removed: bool) -> None:
@@ -68,7 +64,7 @@ async def totp_page(request: Request, me: SignedIn) -> Response:
         raise HTTPException(409, twofactor.ALREADY_ON)
     enrolment = await twofactor.begin_totp(request, me.session, user)
     if wants_json(request):
-        return _json({"secret": enrolment.secret, "otpauth_uri": enrolment.uri})
+        return json_reply({"secret": enrolment.secret, "otpauth_uri": enrolment.uri})
     return form_page(request, TOTP_PAGE, values={}, enrolment=enrolment)
 
 
@@ -81,7 +77,7 @@ async def enable_totp(request: Request, me: SignedIn) -> Response:
     codes = await twofactor.confirm_totp(request, me.session, user, code)
     if codes is None:
         if wants_json(request):
-            return _json({"error": "That code is not right. Try the one your app shows now."}, 422)
+            return json_reply({"error": "That code is not right. Try the one your app shows now."}, 422)
         # A new secret: the old one was shown on a page that may have been left open.
         enrolment = await twofactor.begin_totp(request, me.session, user, fresh=True)
         errors = {"code": "That code is not right. Scan the new QR code and try its current code."}
@@ -92,7 +88,7 @@ async def enable_totp(request: Request, me: SignedIn) -> Response:
 
 def _codes(request: Request, codes: list[str], notice: str) -> Response:
     if wants_json(request):
-        return _json({"recovery_codes": codes})
+        return json_reply({"recovery_codes": codes})
     if is_htmx(request):
         # Shown once: they take the whole page, in place of the form that asked for them.
         headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"}
@@ -129,7 +125,7 @@ async def passkey_options(request: Request, me: SignedIn) -> Response:
     try:
         options = await twofactor.registration_options(request, me.session, user)
     except PasskeyError as exc:
-        return _json({"error": str(exc)}, 400)
+        return json_reply({"error": str(exc)}, 400)
     return Response(options, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -139,15 +135,15 @@ async def add_passkey(request: Request, me: SignedIn) -> Response:
     values = await read_form(request, "credential", "name")
     name = values["name"].strip() or "Passkey"
     if problem := text_problem(name, "passkey's name", NAME_MAX):
-        return _json({"error": problem}, 422)
+        return json_reply({"error": problem}, 422)
     try:
         passkey = await twofactor.register(request, me.session, user, values["credential"], name)
     except PasskeyError as exc:
         audit("passkey_refused", ip=client_ip(request), user_id=me.user.id, reason=exc.reason)
-        return _json({"error": str(exc)}, 400)
+        return json_reply({"error": str(exc)}, 400)
     # Not its name: whoever added it chose that text, and this mail is the owner's alarm.
     await _changed(request, me, "a passkey added", removed=False)
-    return _json({"added": passkey.name})
+    return json_reply({"added": passkey.name})
 
 
 def _passkey_id(request: Request) -> str:
