@@ -21,6 +21,7 @@ from tests.conftest import HX, PASSWORD, login, make_client, running, signup
 from tests.helpers.authenticator import SoftAuthenticator, b64url
 from web.auth.throttle import PASSKEY_CHALLENGES_PER_CLIENT
 from web.auth.users import User
+from web.sessions.ids import digest
 from web.sessions.store import session_key
 from web.settings import Settings
 
@@ -542,6 +543,31 @@ async def test_sensitive_actions_need_sudo(client: httpx.AsyncClient, app: Starl
         r = await client.post(path, data={}, headers=JSON)
         assert r.status_code == 401 and r.json()["reauthenticate"] is True, path
         assert r.headers["cache-control"] == "no-store", path  # as every JSON answer
+
+
+async def test_wrong_passwords_in_one_session_do_not_lock_the_owners_session_out(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    """The counter of signed-in password checks was the account's: someone holding a stolen
+    session sent wrong passwords to /reauth, and the owner's own re-authentication (the way to
+    "sign out everywhere") and password change got 429 for up to a day. It is each session's now,
+    and it goes with the session."""
+    await signup(client)
+    async with make_client(app) as thief:
+        await login(thief)
+        statuses = [
+            (await thief.post("/reauth", data={"password": "not it", "next": "/"})).status_code
+            for _ in range(11)
+        ]
+        assert statuses == [401] * 10 + [429]
+        assert (await thief.post("/reauth", data={"password": PASSWORD, "next": "/"})).status_code == 429
+        age_authentication(redis, client, app)
+        assert (await client.post("/reauth", data={"password": PASSWORD, "next": "/"})).status_code == 303
+        counter = f"t:p:{digest(app.state.services.signer.unsign(thief.cookies['__Host-sid'])[0])}"
+        assert redis.exists(counter)
+        assert (await client.post("/sessions/revoke-others")).status_code == 303
+        assert (await thief.get("/")).status_code == 303
+        assert not redis.exists(counter)  # the ended session's counter went with it
 
 
 # -- passkey registration and sign-in under attack (found by an attack review) ---------------

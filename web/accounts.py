@@ -18,7 +18,7 @@ from web.auth.users import User
 from web.guard import SignedIn, SignedOut
 from web.security import client_ip, client_network
 from web.services import Services, services
-from web.sessions import Session, SessionUser
+from web.sessions import Session, SessionUser, session_of
 from web.sessions.agent import browser_code
 
 # Unknown addresses look up this id, so they cost the same reads as known ones.
@@ -102,7 +102,7 @@ async def check_password(request: Request, user: User, password: str, *, event: 
     or the seconds to wait when throttled. `event` names the audit line of a failure."""
     svc = services(request)
     ip = client_ip(request)
-    limits = svc.throttle.password_change(str(user.id))
+    limits = svc.throttle.password_change(session_of(request).digest or "")
     if wait := await svc.throttle.reserve(limits):
         audit("login_throttled", ip=ip, user_id=str(user.id), level=logging.WARNING, retry_after=wait)
         return wait

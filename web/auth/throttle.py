@@ -222,10 +222,7 @@ class Throttle:
         and answers *to an address* stay their hour: deleting and making the account again would
         otherwise start them afresh, and an address that is not the maker's gets mail after mail."""
         await self.unlock(email)
-        await self.redis.delete(
-            f"t:p:{{{account_tag(user_id)}}}",
-            f"t:v:{{{account_tag(user_id)}}}",
-        )
+        await self.redis.delete(f"t:v:{{{account_tag(user_id)}}}")
 
     def reset_mail(self, email: str, network: str) -> list[list[Limit]]:
         """Password reset mails: a few per address an hour, and some per client address."""
@@ -242,9 +239,11 @@ class Throttle:
         """Confirmation links mailed to one address, an hour, whichever accounts ask for them."""
         return [[Limit(f"t:m:{{{account_tag(address)}}}", VERIFY_MAILS_PER_ADDRESS, HOUR)]]
 
-    def password_change(self, user_id: str) -> list[list[Limit]]:
-        """Wrong current passwords on the change form: a counter of their own, per account."""
-        return [[Limit(f"t:p:{{{account_tag(user_id)}}}", self.max_failures, self.window, clears=True)]]
+    def password_change(self, session_digest: str) -> list[list[Limit]]:
+        """Wrong passwords (and codes) checked for a signed-in session (re-authentication, the
+        change forms): a counter per session, so that one session's guesses never lock another
+        out, the owner's included. Named after the session (same slot): it ends with it (END)."""
+        return [[Limit(f"t:p:{session_digest}", self.max_failures, self.window, clears=True)]]
 
     def sign_up(self, network: str) -> list[list[Limit]]:
         """Sign-ups per client address, and in all, an hour."""

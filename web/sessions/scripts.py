@@ -105,6 +105,7 @@ for _, member in ipairs(targets) do
   if member ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], member)
     if redis.call('DEL', 's:' .. member) == 1 then ended[#ended + 1] = member end
+    redis.call('DEL', 't:p:' .. member)  -- its password-check counter (auth/throttle.py)
   end
 end
 if ARGV[4] == '1' then redis.call('DEL', KEYS[1], KEYS[3]) end

@@ -58,7 +58,7 @@ async def reauth(request: Request, me: SignedIn) -> Response:
     if values["code"]:
         # Codes count on the same counter as wrong passwords here (web/accounts.py).
         svc = services(request)
-        limits = svc.throttle.password_change(me.user.id)
+        limits = svc.throttle.password_change(me.session.digest or "")
         if wait := await svc.throttle.reserve(limits):
             message, _ = throttled(wait)
             return _page(request, user, status=429, message=message)
