@@ -28,7 +28,16 @@ from tests.conftest import HX, PASSWORD, form_post_scope, login, make_client, ru
 from tests.helpers.authenticator import SoftAuthenticator
 from tests.helpers.servers import command_calls
 from tests.helpers.smtp import MailServer, Received, links
-from tests.test_races import CHANGE, NEW_PASSWORD, Gate, gate_after, gate_before, race, user_session_keys
+from tests.test_races import (
+    CHANGE,
+    NEW_PASSWORD,
+    Gate,
+    gate_after,
+    gate_before,
+    race,
+    racing,
+    user_session_keys,
+)
 from tests.test_sessions_list import other_handle
 from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
@@ -139,6 +148,42 @@ async def test_forgot_says_the_same_for_known_unknown_and_throttled_addresses(
     await mails_to(smtp, "ada@example.com", 3)
     await smtp.wait_for(4, within=WITHIN)  # the verification mail and three reset links
     assert len(smtp.received) == 4 and not [m for m in smtp.received if "nobody@example.com" in m.rcpt_tos]
+
+
+async def test_the_answer_to_forgot_goes_out_before_the_link_is_made(
+    app: Starlette, smtp: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making the link and queuing its mail (which wakes this process's sender) made the answer
+    for a known address a few milliseconds slower than for an unknown one: a review told 46 of
+    60 addresses apart by timing alone. Now the answer goes out first; the mail follows."""
+    async with make_client(app) as client:
+        await signup(client)
+    gate = Gate(1)
+    gate_before(app.state.services.tokens, "issue", gate, monkeypatch)
+    body = urlencode({"email": "ada@example.com"}).encode()
+    scope = form_post_scope("/password/forgot", [(b"content-length", str(len(body)).encode())])
+    answered, statuses = asyncio.Event(), []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        elif not message.get("more_body"):
+            answered.set()
+
+    async def asking() -> None:
+        racing.set(True)  # held at the gate
+        await app(scope, receive, send)
+
+    task = asyncio.create_task(asking())
+    await gate.wait_for_all()  # the link is not made yet...
+    await asyncio.wait_for(answered.wait(), WITHIN)  # ...and the answer is out
+    assert statuses == [200]
+    gate.open.set()
+    await asyncio.wait_for(task, WITHIN)
+    assert [m.subject for m in await mails_to(smtp, "ada@example.com", 2)][-1].startswith("Reset")
 
 
 async def test_a_reset_link_works_once_and_a_get_never_uses_it(

@@ -10,7 +10,7 @@ import logging
 from email.message import EmailMessage
 from typing import Any
 
-from web.mail.message import build_message, is_plain_address, to_bytes
+from web.mail.message import build_message, is_plain_address
 from web.mail.queue import MailQueue
 from web.templating import env
 
@@ -63,9 +63,3 @@ class Outbox:
         return sum(
             [await self.queue.delete_for(tag, except_ids=keep) for tag in self.recipient_tags(address)]
         )
-
-    async def rehearse(self, to: str, template: str, **context: Any) -> None:
-        """Do the work of send() without queuing anything: a request that must not tell whether
-        a mail went out (an unknown address) takes as long as one that sent it."""
-        self.queue.box.seal(to_bytes(self.render(to, template, **context)))
-        await self.queue.depth()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from beanie import PydanticObjectId
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from web import notices
+from web import metrics, notices
 from web.accounts import NOBODY, end_sessions, mark_verified
 from web.audit import audit
 from web.auth.users import User, normalise_email
-from web.errors import LinkGone
+from web.errors import LinkGone, log, outage
 from web.forms import done, email_problem, form_page, read_form
 from web.security import client_ip, client_network
 from web.services import services
@@ -28,7 +29,8 @@ async def forgot_page(request: Request) -> Response:
 
 
 async def forgot(request: Request) -> Response:
-    """The same page, status and work whether the address is known, unknown or throttled."""
+    """The same page, status and work before the answer, whether the address is known, unknown or
+    throttled; the link is made and mailed after it."""
     svc = services(request)
     values = await read_form(request, "email")
     email = normalise_email(values["email"])
@@ -40,14 +42,28 @@ async def forgot(request: Request) -> Response:
     # The version before the document: the link dies with the next credential change.
     version = await svc.store.version(user_id or NOBODY)
     user = await User.get(PydanticObjectId(user_id or NOBODY))
-    if allowed and user is not None:
-        await notices.password_reset(request, user, version=version)
-    else:
-        await svc.tokens.peek("reset", "x" * 43)  # the round trip issuing a token would cost
-        await svc.mail.rehearse(email, "password_reset", name="", link=svc.mail.link("/"), minutes=0)
     # No address in the line: for an unknown one it would be a list of what people typed.
     audit("password_reset_requested", ip=ip, user_id=str(user.id) if user else None, mailed=allowed)
-    return form_page(request, FORGOT, values={"email": ""}, notice=ON_ITS_WAY)
+    response = form_page(request, FORGOT, values={"email": ""}, notice=ON_ITS_WAY)
+    if allowed and user is not None:
+        # Only once the answer is out: making the link and queuing its mail (which wakes this
+        # process's sender) took a few milliseconds that an unknown address did not, enough to
+        # tell the two apart by timing.
+        response.background = BackgroundTask(_mail_reset_link, request, user, version)
+    return response
+
+
+async def _mail_reset_link(request: Request, user: User, version: int) -> None:
+    """After the answer: a failure has no page left to become, so it is logged here (and the
+    owner, who saw "on its way" and got nothing, asks again)."""
+    try:
+        await notices.password_reset(request, user, version=version)
+    except Exception as exc:
+        if service := outage(exc):
+            metrics.service_error(service)
+            log.warning("%s unavailable while mailing a reset link: %r", service, exc)
+        else:
+            log.exception("mailing a reset link failed")
 
 
 async def _reset_target(request: Request) -> tuple[str, User]:
