@@ -100,28 +100,31 @@ async def reset(request: Request) -> Response:
     # written, so of this and a password or address change racing it, one goes through.
     if token is None or await svc.store.claim(str(user.id), token.data.get("version", -1)) is None:
         raise LinkGone(GONE, again="forgot_password")
-    # Whoever had the old password may be signed in, or signing in: end it all, before anything
-    # is written. A request adding a factor checks its session after it reads the account (see
-    # twofactor._still_signed_in): one that reads the new hash below finds its session gone.
-    await end_sessions(request, str(user.id), reason="password_reset", bump_epoch=True)
-    fields: dict[str, object] = {"password_hash": new_hash}
-    unconfirmed = user.email_verified_at is None
-    if unconfirmed:
+    # Whoever had the old password may be signed in, or signing in: end it all, twice. Before the
+    # new hash: a request adding a factor checks its session after it reads the account (see
+    # twofactor._still_signed_in), so one that reads the new hash finds its session gone. After
+    # it: a sign-in that read the epoch after the first sweep and the old hash before the write
+    # is swept, or (still under way) finds the epoch moved.
+    user_id = str(user.id)
+    await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
+    await user.set_fields(password_hash=new_hash)
+    await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
+    if user.email_verified_at is None:
         # The link came to this address: it is the owner's, and the account may have been made by
         # someone else (pre-hijacking). What they added goes: their passkeys, app and codes, and
         # the name they typed (it could be any text, and the owner would read it in every mail).
-        # In the same write as the hash: a factor written under the old hash before this write is
-        # wiped by it, and one written after it fails its filter (the hash it read is gone).
-        fields |= {
-            "totp_secret": None,
-            "totp_last_step": None,
-            "recovery_codes": [],
-            "passkeys": [],
-            "first_name": user.email.partition("@")[0],
-            "last_name": "",
-        }
-    await user.set_fields(**fields)
-    if unconfirmed:
+        # After both sweeps: a factor written under the old hash landed before the new hash and
+        # goes here; one under the new hash needs a session alive after that write (a sign-in that
+        # raced the first sweep, until the second), checked before the second sweep and written
+        # after this: a request stalled across two round trips between two awaits.
+        await user.set_fields(
+            totp_secret=None,
+            totp_last_step=None,
+            recovery_codes=[],
+            passkeys=[],
+            first_name=user.email.partition("@")[0],
+            last_name="",
+        )
         await mark_verified(request, user)
     await svc.throttle.unlock(user.email)
     await notices.password_changed(request, user, how="reset with a link mailed to you")
