@@ -41,7 +41,12 @@ from tests.test_races import (
 from tests.test_sessions_list import other_handle
 from tests.test_twofactor import enable_totp, passkey_sign_in, register
 from web.audit import JsonFormatter, logger
-from web.auth.throttle import TAKEN_PER_ADDRESS, VERIFY_MAILS_PER_ADDRESS, VERIFY_MAILS_PER_USER
+from web.auth.throttle import (
+    CHANGE_MAILS_PER_ADDRESS,
+    TAKEN_PER_ADDRESS,
+    VERIFY_MAILS_PER_ADDRESS,
+    VERIFY_MAILS_PER_USER,
+)
 from web.auth.users import Passkey, User
 from web.settings import Settings, SettingsError
 from web.views import recovery
@@ -424,20 +429,60 @@ async def test_a_strangers_inbox_gets_only_so_many_links_whoever_asks(
     again: each round mailed links and a goodbye to an address nobody had confirmed (15 mails in
     three rounds), and accounts asking to move to one address each mailed it links of their own."""
     victim = "stranger@example.org"
-    resends = []
+    resends, told = [], []
     for _ in range(3):
         async with make_client(app) as maker:
             assert (await signup(maker, email=victim)).status_code == 303
+            told.append("none was sent now" in (await maker.get("/")).text)
             resends += [(await maker.post("/email/verify/resend")).status_code for _ in range(2)]
             assert (await maker.post("/account/delete", data={"confirm": victim})).status_code == 303
     assert resends == [303, 303, 303, 429, 429, 429]  # the address's links for the hour were spent
-    async with make_client(app) as other:
-        await signup(other, email="other@example.com")
-        assert (await change_email(other, victim)).status_code == 429
+    assert told == [False, False, True]  # the sign-up page does not say a link was mailed
+    asked = []
+    for n in range(2):  # links to move accounts there: counted apart, as many again at most
+        async with make_client(app) as other:
+            await signup(other, email=f"other{n}@example.com")
+            asked += [(await change_email(other, victim)).status_code for _ in range(2)]
+    assert asked == [303] * CHANGE_MAILS_PER_ADDRESS + [429]
     await mail_settled(app)
     got = [m for m in smtp.received if victim in m.rcpt_tos]
-    assert len(got) <= VERIFY_MAILS_PER_ADDRESS
+    assert len(got) <= VERIFY_MAILS_PER_ADDRESS + CHANGE_MAILS_PER_ADDRESS
     assert all(m.subject.startswith("Confirm") for m in got)  # no goodbye: it was never theirs
+
+
+async def test_accounts_moving_to_an_address_leave_its_owner_their_links(
+    app: Starlette, smtp: MailServer
+) -> None:
+    """Accounts asking to move to an address used up the links it could get in an hour: its owner
+    then signed up and got none (the page still said one was mailed), and could not move an account
+    there either. Those links are counted apart now; and a refused request leaves the link of an
+    earlier one good (it used to void it, then send nothing)."""
+    owner_address = "kate@example.org"
+    async with make_client(app) as taker:
+        await signup(taker, email="taker@example.com")
+        assert (await change_email(taker, "taker@elsewhere.example")).status_code == 303
+        asked = [(await change_email(taker, owner_address)).status_code for _ in range(2)]
+        assert asked == [303, 303]
+        async with make_client(app) as other:
+            await signup(other, email="other@example.com")
+            asked = [(await change_email(other, owner_address)).status_code for _ in range(2)]
+        assert asked == [303, 429]
+    # A refusal past the address's count must not void the link of an earlier request.
+    async with make_client(app) as grace:
+        await signup(grace, email="grace@example.com")
+        assert (await change_email(grace, "grace@new.example")).status_code == 303
+        assert (await change_email(grace, owner_address)).status_code == 429
+        (link,) = await mails_to(smtp, "grace@new.example")
+        assert (await grace.post(link_to(link, "/email/verify/"))).status_code == 303
+    # The owner signs up: their confirmation link comes.
+    async with make_client(app) as owner:
+        assert (await signup(owner, email=owner_address)).status_code == 303
+        await smtp.wait_for(
+            lambda got: any(
+                owner_address in m.rcpt_tos and m.subject == "Confirm your email address" for m in got
+            ),
+            within=WITHIN,
+        )
 
 
 async def test_account_json_needs_a_session(client: httpx.AsyncClient) -> None:

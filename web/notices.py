@@ -75,17 +75,23 @@ async def password_reset(request: Request, user: User, *, version: int) -> None:
     )
 
 
+async def link_allowed(request: Request, user: User, address: str) -> int:
+    """Take a place for a confirmation link to `address` (the account's own, or one it asks to move
+    to); 0, or the seconds to wait once the address has had its links for the hour: it may be a
+    stranger's, whom accounts could otherwise mail at will. Asked before verify_email()."""
+    svc = services(request)
+    change = address != user.email
+    if wait := await svc.throttle.reserve(svc.throttle.verify_mail_to(address, change=change)):
+        audit("verification_not_sent", ip=client_ip(request), user_id=str(user.id), change=change)
+    return wait
+
+
 async def verify_email(
     request: Request, user: User, address: str, *, version: int | None = None, epoch: int | None = None
-) -> int:
+) -> None:
     """Mail a confirmation link to `address`: the account's own, or (with the credential version and
-    epoch it claimed) the new one it asked to change to. Returns 0; no mail, once the address has had
-    its links for the hour (then the seconds to wait): it may be a stranger's, whom accounts could
-    otherwise mail at will."""
+    epoch it claimed) the new one it asked to change to. See link_allowed()."""
     svc = services(request)
-    if wait := await svc.throttle.reserve(svc.throttle.verify_mail_to(address)):
-        audit("verification_not_sent", ip=client_ip(request), user_id=str(user.id))
-        return wait
     ttl = svc.settings.email_verify_ttl
     change = address != user.email
     data = {"email": address, "version": version, "epoch": epoch} if change else {"email": address}
@@ -99,7 +105,6 @@ async def verify_email(
         change=change,
     )
     audit("verification_sent", ip=client_ip(request), user_id=str(user.id), change=change)
-    return 0
 
 
 async def password_changed(request: Request, user: User, *, how: str) -> None:

@@ -32,7 +32,8 @@ RESET_MAILS_PER_ADDRESS = 3
 RESET_MAILS_PER_CLIENT = 20
 PASSKEY_CHALLENGES_PER_CLIENT = 300  # an hour: sign-in pages opened by people with no session
 VERIFY_MAILS_PER_USER = 3
-VERIFY_MAILS_PER_ADDRESS = 5  # confirmation links to one address, an hour, whichever account asks
+VERIFY_MAILS_PER_ADDRESS = 5  # an address's own confirmation links, an hour, whichever account asks
+CHANGE_MAILS_PER_ADDRESS = 3  # links to move an account to one address, an hour, whichever ask
 HOUR = 3600
 
 # ARGV: now, cap, then per key: its limit, its window, and its flags: 1 if it records the
@@ -235,8 +236,12 @@ class Throttle:
         """Verification mails asked for again by a signed-in user, an hour."""
         return [[Limit(f"t:v:{{{account_tag(user_id)}}}", VERIFY_MAILS_PER_USER, HOUR)]]
 
-    def verify_mail_to(self, address: str) -> list[list[Limit]]:
-        """Confirmation links mailed to one address, an hour, whichever accounts ask for them."""
+    def verify_mail_to(self, address: str, *, change: bool) -> list[list[Limit]]:
+        """Links mailed to one address, an hour, whichever accounts ask: to confirm it as an
+        account's own (sign-up, resend), and to move an account there, counted apart, so that
+        accounts asking to move to an address cannot use up the links its own account needs."""
+        if change:
+            return [[Limit(f"t:n:{{{account_tag(address)}}}", CHANGE_MAILS_PER_ADDRESS, HOUR)]]
         return [[Limit(f"t:m:{{{account_tag(address)}}}", VERIFY_MAILS_PER_ADDRESS, HOUR)]]
 
     def password_change(self, session_digest: str) -> list[list[Limit]]:

@@ -20,6 +20,7 @@ from web.auth.throttle import Limit
 from web.auth.users import User, normalise_email
 from web.forms import (
     NAME_MAX,
+    done,
     email_problem,
     form_page,
     page_of,
@@ -39,6 +40,10 @@ from web.urls import path_for
 BAD_CREDENTIALS = "Invalid email or password"
 LOGIN_PAGE = "pages/login.html"
 SIGNUP_PAGE = "pages/signup.html"
+NOT_MAILED = (
+    "Your account is ready, but this address has had several links in the last hour, so none was "
+    "sent now. Ask for one in {minutes} minute{s}."
+)
 
 
 async def _release(svc: Services, limits: list[list[Limit]]) -> None:
@@ -344,8 +349,13 @@ async def signup(request: Request) -> Response:
     except DuplicateKeyError:
         # The unique index decides, so concurrent signups with one address make one account.
         return page(409, errors=taken)
-    await sign_in(request, await session_of(request).load(), user, epoch=0, event="signup")
+    session = await session_of(request).load()
+    await sign_in(request, session, user, epoch=0, event="signup")
     # Sign-up counts as the first sign-in on this browser: no new-browser notice, a link instead.
+    if wait := await notices.link_allowed(request, user, user.email):
+        minutes = -(-wait // 60)
+        notice = NOT_MAILED.format(minutes=minutes, s="s" if minutes != 1 else "")
+        return _with_device(request, done(request, session, notice, "home"), str(user.id))
     await notices.verify_email(request, user, user.email)
     return _with_device(request, redirect(request, "home"), str(user.id))
 

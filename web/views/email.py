@@ -122,9 +122,10 @@ async def resend_verification(request: Request, me: SignedIn) -> Response:
     if wait := await svc.throttle.reserve(svc.throttle.verify_mail(str(user.id))):
         message, headers = throttled(wait, "requests for a link")
         raise HTTPException(429, message, headers)
-    if wait := await notices.verify_email(request, user, user.email):
+    if wait := await notices.link_allowed(request, user, user.email):
         message, headers = throttled(wait, "links to this address")
         raise HTTPException(429, message, headers)
+    await notices.verify_email(request, user, user.email)
     fragment = render(request, "pages/home.html", {"notice": RESENT}, block="verify")
     return done(request, me.session, RESENT, "home", fragment)
 
@@ -174,6 +175,10 @@ async def change_email(request: Request, me: SignedIn) -> Response:
         if not wait:
             return page(409, {"new_email": TAKEN})
         checked = wait
+    # The address's own count too, before the claim: a refusal here leaves the link of an earlier
+    # request good.
+    if checked is True and (wait := await notices.link_allowed(request, user, new)):
+        checked = wait
     if checked is not True:
         message, headers = throttled(checked)
         return form_page(
@@ -194,9 +199,7 @@ async def change_email(request: Request, me: SignedIn) -> Response:
     )
     if claimed is None:
         return page(409, message=RACED)
-    if wait := await notices.verify_email(request, user, new, version=version, epoch=claimed):
-        message, headers = throttled(wait, "links to this address")
-        return page(429, message=message, headers=headers)
+    await notices.verify_email(request, user, new, version=version, epoch=claimed)
     await notices.email_changed(request, user, user.email, new, done=False)
     audit("email_change_requested", ip=client_ip(request), user_id=str(user.id))
     fragment = form_page(request, EMAIL_PAGE, values={"new_email": ""}, notice=ASKED, current=user.email)
