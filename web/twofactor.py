@@ -8,7 +8,6 @@ enrolled sealed in the session, WebAuthn challenges single use in Redis, bound t
 from __future__ import annotations
 
 import base64
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -56,17 +55,10 @@ class Enrolment:
     qr: str
 
 
-async def begin_totp(request: Request, session: Session, user: User, *, fresh: bool = False) -> Enrolment:
-    """The secret being enrolled, kept (sealed) in the session until a code from it is confirmed:
-    the one already shown, unless `fresh`, so that a page view (a link from another site, say)
-    never swaps it under an app that has just scanned it."""
-    secret = None
-    if not fresh and (sealed := session.get(PENDING_TOTP)):
-        with contextlib.suppress(SealError):  # sealed under a key since dropped: a new one
-            secret = _box(request).open(sealed).decode()
-    if secret is None:
-        secret = totp.new_secret()
-        session[PENDING_TOTP] = _box(request).seal(secret.encode())
+async def begin_totp(request: Request, session: Session, user: User) -> Enrolment:
+    """A fresh secret, kept (sealed) in the session until a code from it is confirmed."""
+    secret = totp.new_secret()
+    session[PENDING_TOTP] = _box(request).seal(secret.encode())
     uri = totp.otpauth_uri(secret, user.email)
     return Enrolment(secret, uri, totp.qr_svg(uri))
 

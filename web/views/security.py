@@ -17,7 +17,7 @@ from web.audit import audit
 from web.auth.passkeys import PasskeyError
 from web.forms import NAME_MAX, done, form_page, read_form, take_flash, text_problem
 from web.guard import SignedIn, signed_in
-from web.htmx import is_htmx, json_reply, wants_json
+from web.htmx import is_htmx, json_reply, redirect, wants_json
 from web.security import client_ip
 from web.services import services
 from web.templating import render
@@ -59,6 +59,10 @@ async def security_page(request: Request, me: SignedIn) -> Response:
 
 @signed_in(recent=True)
 async def totp_page(request: Request, me: SignedIn) -> Response:
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        # A link from another site: showing a new secret would void the one the owner's app may
+        # have just scanned (a cookie goes with a top-level GET). The page starts over from here.
+        return redirect(request, "security")
     user = await current_user(me)
     if user.totp_secret is not None:
         raise HTTPException(409, twofactor.ALREADY_ON)
@@ -79,7 +83,7 @@ async def enable_totp(request: Request, me: SignedIn) -> Response:
         if wants_json(request):
             return json_reply({"error": "That code is not right. Try the one your app shows now."}, 422)
         # A new secret: the old one was shown on a page that may have been left open.
-        enrolment = await twofactor.begin_totp(request, me.session, user, fresh=True)
+        enrolment = await twofactor.begin_totp(request, me.session, user)
         errors = {"code": "That code is not right. Scan the new QR code and try its current code."}
         return form_page(request, TOTP_PAGE, values={}, errors=errors, status=422, enrolment=enrolment)
     await _changed(request, me, "authenticator app turned on", removed=False)
