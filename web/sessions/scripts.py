@@ -45,14 +45,16 @@ return 1
 
 # Sign in: only under the epoch read before the password was checked; then index the session
 # (dropping entries past their deadline, evicting the oldest beyond the cap, never the newcomer)
-# and write it. The index expires with the last session it can hold. With KEYS[4] (a signed-in
-# session taking a new id), only while that session is alive, and it goes in the same step: a
-# session revoked mid-request must not come back under its new id.
+# and write it. The index expires with the last session it can hold. Never while the user's
+# sign-ins are held (KEYS[4], a password reset under way). With KEYS[5] (a signed-in session
+# taking a new id), only while that session is alive, and it goes in the same step: a session
+# revoked mid-request must not come back under its new id.
 CREATE_FOR_USER = """
 if tonumber(redis.call('GET', KEYS[2]) or 0) ~= tonumber(ARGV[5]) then return false end
-if KEYS[4] then
-  if redis.call('DEL', KEYS[4]) == 0 then return false end
-  redis.call('ZREM', KEYS[1], string.sub(KEYS[4], 3))  -- 's:' .. digest
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
+if KEYS[5] then
+  if redis.call('DEL', KEYS[5]) == 0 then return false end
+  redis.call('ZREM', KEYS[1], string.sub(KEYS[5], 3))  -- 's:' .. digest
 end
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

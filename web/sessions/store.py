@@ -90,6 +90,11 @@ def epoch_key(user_id: str) -> str:
     return f"e:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
 
+def hold_key(user_id: str) -> str:
+    """Present while the user's sign-ins are held (a password reset under way)."""
+    return f"h:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
+
+
 def version_key(user_id: str) -> str:
     return f"v:{{{user_tag(user_id)}}}{short_user_id(user_id)}"
 
@@ -190,7 +195,7 @@ class SessionStore:
         user_id, created = fields[USER], int(fields[CREATED])
         now_ms, expires_at = self._expiry(fields)
         flat = [x for pair in fields.items() for x in pair]
-        keys = [index_key(user_id), epoch_key(user_id), session_key(digest)]
+        keys = [index_key(user_id), epoch_key(user_id), session_key(digest), hold_key(user_id)]
         if replacing is not None:
             keys.append(session_key(replacing))
         done = await self._create_for_user(
@@ -331,6 +336,14 @@ class SessionStore:
     async def rename(self, user_id: str, name: str) -> None:
         """Rewrite the display name kept in each live session of a user."""
         await self._set_all(keys=[index_key(user_id)], args=[NAME, name])
+
+    async def hold_sign_ins(self, user_id: str, seconds: int) -> None:
+        """No session of this user can be made until release_sign_ins() (or `seconds`, should
+        the request that holds them never get there)."""
+        await self.redis.set(hold_key(user_id), "1", ex=seconds)
+
+    async def release_sign_ins(self, user_id: str) -> None:
+        await self.redis.delete(hold_key(user_id))
 
     async def alive(self, digest: str) -> bool:
         """Whether the session still exists (not ended, not expired), without touching it."""

@@ -22,6 +22,7 @@ RESET = "pages/reset.html"
 ON_ITS_WAY = "If an account exists for that address, a link to reset its password is on its way."
 RESET_DONE = "Your password was changed and every session was signed out. Sign in with the new one."
 GONE = "This link has expired or was already used. You can ask for a new one."
+HOLD_SIGN_INS_S = 30  # at most: a reset stuck half-way (a database gone) holds them no longer
 
 
 async def forgot_page(request: Request) -> Response:
@@ -100,31 +101,37 @@ async def reset(request: Request) -> Response:
     # written, so of this and a password or address change racing it, one goes through.
     if token is None or await svc.store.claim(str(user.id), token.data.get("version", -1)) is None:
         raise LinkGone(GONE, again="forgot_password")
-    # Whoever had the old password may be signed in, or signing in: end it all, twice. Before the
-    # new hash: a request adding a factor checks its session after it reads the account (see
-    # twofactor._still_signed_in), so one that reads the new hash finds its session gone. After
-    # it: a sign-in that read the epoch after the first sweep and the old hash before the write
-    # is swept, or (still under way) finds the epoch moved.
+    # Whoever had the old password (or, for an account made with someone else's address, its
+    # maker's factors) may be signed in, or signing in. While sign-ins are held no session of the
+    # account can be made, and the first sweep ends those there are: from then until the release,
+    # no request of the account has a live session, so none can add a factor after reading the
+    # new document (twofactor._still_signed_in). The second sweep moves the epoch again, so that
+    # a sign-in that read the old document finds it moved once sign-ins are released.
     user_id = str(user.id)
-    await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
-    await user.set_fields(password_hash=new_hash)
-    await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
-    if user.email_verified_at is None:
+    fields: dict[str, object] = {"password_hash": new_hash}
+    unconfirmed = user.email_verified_at is None
+    if unconfirmed:
         # The link came to this address: it is the owner's, and the account may have been made by
         # someone else (pre-hijacking). What they added goes: their passkeys, app and codes, and
         # the name they typed (it could be any text, and the owner would read it in every mail).
-        # After both sweeps: a factor written under the old hash landed before the new hash and
-        # goes here; one under the new hash needs a session alive after that write (a sign-in that
-        # raced the first sweep, until the second), checked before the second sweep and written
-        # after this: a request stalled across two round trips between two awaits.
-        await user.set_fields(
-            totp_secret=None,
-            totp_last_step=None,
-            recovery_codes=[],
-            passkeys=[],
-            first_name=user.email.partition("@")[0],
-            last_name="",
-        )
+        # In the same write as the hash: a factor written under the old hash before it is wiped by
+        # it, and one written after it fails its filter (the hash it read is gone).
+        fields |= {
+            "totp_secret": None,
+            "totp_last_step": None,
+            "recovery_codes": [],
+            "passkeys": [],
+            "first_name": user.email.partition("@")[0],
+            "last_name": "",
+        }
+    await svc.store.hold_sign_ins(user_id, HOLD_SIGN_INS_S)
+    try:
+        await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
+        await user.set_fields(**fields)
+        await end_sessions(request, user_id, reason="password_reset", bump_epoch=True)
+    finally:
+        await svc.store.release_sign_ins(user_id)
+    if unconfirmed:
         await mark_verified(request, user)
     await svc.throttle.unlock(user.email)
     await notices.password_changed(request, user, how="reset with a link mailed to you")
