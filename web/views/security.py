@@ -59,9 +59,9 @@ async def security_page(request: Request, me: SignedIn) -> Response:
 
 @signed_in(recent=True)
 async def totp_page(request: Request, me: SignedIn) -> Response:
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        # A link from another site: showing a new secret would void the one the owner's app may
-        # have just scanned (a cookie goes with a top-level GET). The page starts over from here.
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        # A link from another site (or a sibling subdomain): showing a new secret would void the
+        # one the owner's app may have just scanned (a cookie goes with a top-level GET).
         return redirect(request, "security")
     user = await current_user(me)
     if user.totp_secret is not None:
