@@ -22,7 +22,7 @@ from tests.helpers.authenticator import SoftAuthenticator, b64url
 from web.auth.throttle import PASSKEY_CHALLENGES_PER_CLIENT
 from web.auth.users import User
 from web.sessions.ids import digest
-from web.sessions.store import session_key
+from web.sessions.store import hold_key, session_key
 from web.settings import Settings
 
 ORIGIN = "http://localhost:8000"  # the default PUBLIC_URL: rp id "localhost"
@@ -347,6 +347,24 @@ async def test_register_a_passkey_then_sign_in_with_it_alone(
         assert (await fresh.get("/")).status_code == 200
     user = await User.find_one({"email": "ada@example.com"})
     assert user is not None and user.passkeys[0].sign_count >= 1 and user.passkeys[0].last_used_at
+
+
+async def test_a_passkey_sign_in_while_sign_ins_are_held_gets_a_json_refusal(
+    client: httpx.AsyncClient, app: Starlette, redis: Redis
+) -> None:
+    """While a password reset holds the account's sign-ins, a passkey sign-in is refused: it got
+    the sign-in page as HTML, which passkeys.js could only call "something went wrong (401)"."""
+    await signup(client)
+    authenticator = SoftAuthenticator(ORIGIN)
+    await register(client, authenticator)
+    user = await User.find_one({"email": "ada@example.com"})
+    assert user is not None
+    redis.set(hold_key(str(user.id)), "1", ex=30)
+    async with make_client(app) as fresh:
+        r = await passkey_sign_in(fresh, authenticator)
+        assert r.status_code == 401 and r.json() == {"error": "Invalid email or password"}
+        redis.delete(hold_key(str(user.id)))
+        assert (await passkey_sign_in(fresh, authenticator)).status_code == 200
 
 
 async def test_passkey_attacks_are_refused(client: httpx.AsyncClient, app: Starlette) -> None:

@@ -162,6 +162,8 @@ async def _complete(
             level=logging.WARNING,
             reason="stale",
         )
+        if wants_json(request):  # a passkey's sign-in (passkeys.js shows the error)
+            return json_reply({"error": BAD_CREDENTIALS}, 401)
         return form_page(request, LOGIN_PAGE, values={"email": ""}, message=BAD_CREDENTIALS, status=401)
     metrics.sign_in("ok")
     if not known and session.digest:
