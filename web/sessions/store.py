@@ -236,6 +236,11 @@ class SessionStore:
         change (and a deletion). Links carry it; changes read it before their check."""
         return int(await self.redis.get(version_key(user_id)) or 0)
 
+    async def version_and_epoch(self, user_id: str) -> tuple[int, int]:
+        """Both, read together (one round trip, one moment): what an address change claims."""
+        version, epoch = await self.redis.mget(version_key(user_id), epoch_key(user_id))
+        return int(version or 0), int(epoch or 0)
+
     async def claim(
         self,
         user_id: str,

@@ -67,8 +67,7 @@ async def _target(request: Request) -> tuple[Token, User]:
 
 async def _still_good(request: Request, token: Token, user: User) -> bool:
     if "version" in token.data:  # an address change dies with a change of credentials (see change_email)
-        store, user_id = services(request).store, str(user.id)
-        now = await store.version(user_id), await store.epoch(user_id)
+        now = await services(request).store.version_and_epoch(str(user.id))
         return now == (token.data["version"], token.data.get("epoch", now[1]))
     return bool(token.data["email"] == user.email)  # confirms the address it was sent to
 
@@ -145,7 +144,7 @@ async def email_page(request: Request, me: SignedIn) -> Response:
 async def change_email(request: Request, me: SignedIn) -> Response:
     svc = services(request)
     # Before the document and the check: what the link will be claimed against.
-    version, epoch = await svc.store.version(me.user.id), await svc.store.epoch(me.user.id)
+    version, epoch = await svc.store.version_and_epoch(me.user.id)
     user = await current_user(me)
     values = await read_form(request, "new_email", "current_password")
     new, password = normalise_email(values["new_email"]), values["current_password"]
