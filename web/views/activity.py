@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web import activity
 from web.guard import SignedIn, signed_in
-from web.htmx import is_htmx, wants_json
+from web.htmx import is_htmx, json_reply, wants_json
 from web.templating import render
 
 LABELS = {
@@ -46,7 +46,7 @@ async def activity_page(request: Request, me: SignedIn) -> Response:
             ],
             "next": cursor,
         }
-        response: Response = JSONResponse(body, headers={"Cache-Control": "no-store"})
+        response: Response = json_reply(body)
         response.headers.add_vary_header("Accept")
         return response
     # "Show more" with htmx appends the next rows (and a new button) to the list.

@@ -6,7 +6,7 @@ from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web import notices
 from web.accounts import check_password, current_user, mark_verified
@@ -16,7 +16,7 @@ from web.auth.users import User, normalise_email
 from web.errors import LinkGone
 from web.forms import done, email_problem, form_page, page_of, read_form, take_flash, throttled
 from web.guard import SignedIn, signed_in
-from web.htmx import wants_json
+from web.htmx import json_reply, wants_json
 from web.security import client_ip
 from web.services import services
 from web.sessions import session_of
@@ -46,7 +46,7 @@ async def account_page(request: Request, me: SignedIn) -> Response:
                 "recovery_codes_left": len(user.recovery_codes),
             },
         }
-        response = JSONResponse(body, headers={"Cache-Control": "no-store"})
+        response = json_reply(body)
         response.headers.add_vary_header("Accept")
         return response
     return render(request, "pages/account.html", {"account": user, "notice": take_flash(me.session)})

@@ -6,11 +6,12 @@ import asyncio
 
 from redis.asyncio.cluster import RedisCluster
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web.errors import outage
 from web.forms import take_flash
 from web.guard import SignedIn, signed_in
+from web.htmx import json_reply
 from web.services import services
 from web.templating import render
 
@@ -40,4 +41,4 @@ async def healthz(request: Request) -> Response:
             raise result
         report[name] = "down" if isinstance(result, BaseException) else "ok"
     healthy = all(state == "ok" for state in report.values())
-    return JSONResponse(report, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})
+    return json_reply(report, 200 if healthy else 503)

@@ -114,8 +114,8 @@ async def reset(request: Request) -> Response:
         # The link came to this address: it is the owner's, and the account may have been made by
         # someone else (pre-hijacking). What they added goes: their passkeys, app and codes, and
         # the name they typed (it could be any text, and the owner would read it in every mail).
-        # In the same write as the hash: a factor written under the old hash before it is wiped by
-        # it, and one written after it fails its filter (the hash it read is gone).
+        # In the same write as the hash: a factor written under the old hash before this write is
+        # wiped by it, and one written after it fails its filter (the hash it read is gone).
         fields |= {
             "totp_secret": None,
             "totp_last_step": None,

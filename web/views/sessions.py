@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from web.accounts import end_sessions
 from web.audit import audit
 from web.auth.tokens import Token
 from web.errors import LinkGone
 from web.guard import SignedIn, reauth_expires_in, signed_in
-from web.htmx import is_htmx, redirect, wants_json
+from web.htmx import is_htmx, json_reply, redirect, wants_json
 from web.security import client_ip
 from web.services import services
 from web.sessions import EXPIRED, Session, SessionInfo, session_of
@@ -35,7 +35,7 @@ def status(request: Request, session: Session, *, code: int = 200) -> Response:
                 "reauth_expires_in": reauth_expires_in(request, session),
                 "remembered": session.remembered,
             }
-        response: Response = JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+        response: Response = json_reply(body, code)
     else:
         response = render(request, "base.html", block="countdown", status=code)
     response.headers.add_vary_header("Accept")
