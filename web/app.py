@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,6 +84,23 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
+# Objects the cyclic garbage collector lets pile up before a pass over the young ones (700 by
+# default). Requests waiting on Redis hold their objects: with a few dozen of them in flight the
+# young generation passed 700 with no garbage in it, so every pass found nothing, promoted what
+# was alive, and the older passes then walked the whole heap: 11% of a signed-in page's CPU under
+# load (40-50 µs a page on a 2-core EPYC). A pass now comes after a few hundred requests' worth.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Call once a server process has built its app, before it serves: what exists now (modules,
+    templates, the app) is frozen out of every collection, and passes come less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def from_env() -> Starlette:
     """Uvicorn factory for production (each worker): a bad setting stops it with one line."""
     try:
@@ -90,4 +108,6 @@ def from_env() -> Starlette:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return create_app(settings)
+    app = create_app(settings)
+    settle_heap()
+    return app

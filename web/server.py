@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from web.app import create_app
+from web.app import create_app, settle_heap
 from web.metrics import multiprocess_dir
 from web.settings import Settings, SettingsError
 
@@ -202,12 +203,16 @@ def serve(settings: Settings) -> None:
     environment (`web.app:from_env`) and share a metrics folder made for this run.
     """
     many = settings.workers > 1
+    app: Starlette | str = "web.app:from_env"  # each worker builds its own (and settles its heap)
+    if not many:
+        app = create_app(settings)
+        settle_heap()
     with multiprocess_dir(settings.workers):
         # proxy_headers off: the client address comes from TRUSTED_PROXIES, in the app, or not at all.
         # Uvicorn handles SIGINT/SIGTERM: in-flight requests finish, the lifespan closes the pools.
         # workers= always: else uvicorn reads WEB_CONCURRENCY itself and refuses an app object.
         uvicorn.run(
-            "web.app:from_env" if many else create_app(settings),
+            app,
             factory=many,
             workers=settings.workers,
             host=settings.host,
