@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from pymongo.errors import ConnectionFailure, OperationFailure
 from redis import exceptions as redis_errors
@@ -88,11 +88,11 @@ class ErrorMiddleware:
             return
         started = False
 
-        async def watch(message: Message) -> None:
+        def watch(message: Message) -> Awaitable[None]:  # send's own awaitable: no coroutine
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, watch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -41,8 +42,8 @@ class Batcher:
     Each command is still atomic on its own, and nothing ties them together (no MULTI): an error
     reply (NOSCRIPT, say) or an argument that cannot be sent reaches only its own caller.
     Commands that a broken connection left unanswered are sent once more on another
-    connection, as the client's Retry(..., 1) would. Each reply is read by redis-py itself, with
-    its socket timeout; one more timer bounds the whole exchange, connecting included.
+    connection, as the client's Retry(..., 1) would. Each reply is read by redis-py itself; one
+    timer, of the socket timeout, bounds the whole exchange, connecting included.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -113,8 +114,12 @@ class Batcher:
         sent = batch  # until packed: a failure to connect leaves every call unanswered
         answered = 0
         connection: AbstractConnection | None = None
+        limit = self.pool.connection_kwargs.get("socket_timeout")
+        # No timer of its own for each reply (inf: redis-py's "no timeout") when the exchange's
+        # covers them all; that one cuts the connection too (read_response disconnects).
+        each = math.inf if limit else None
         try:
-            async with asyncio.timeout(self.pool.connection_kwargs.get("socket_timeout")):
+            async with asyncio.timeout(limit):
                 connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
                 packed: list[bytes] = []
                 sent = []
@@ -128,7 +133,7 @@ class Batcher:
                 await connection.send_packed_command(packed, check_health=False)
                 for _, future in sent:
                     try:
-                        reply = await connection.read_response()
+                        reply = await connection.read_response(timeout=each)
                     except ResponseError as exc:  # this command's own error; the stream is intact
                         reply = exc
                     answered += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -151,6 +151,7 @@ class SecurityMiddleware:
             headers["Strict-Transport-Security"] = f"max-age={HSTS_MAX_AGE}"
         # As bytes, once: every response gets them (unless it set its own).
         self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.names = frozenset(name for name, _ in self.raw)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,12 +171,14 @@ class SecurityMiddleware:
             peer, port = scope["client"]
             scope["client"] = (real_client(peer, ",".join(forwarded_for) or None, self.trusted_proxies), port)
 
-        async def send_with_headers(message: Message) -> None:
+        def send_with_headers(message: Message) -> Awaitable[None]:  # send's own awaitable
             if message["type"] == "http.response.start":
                 own = list(message.get("headers", ()))
-                present = {name for name, _ in own}
-                message["headers"] = own + [h for h in self.raw if h[0] not in present]
-            await send(message)
+                present = self.names.intersection([name for name, _ in own])
+                message["headers"] = own + (
+                    [h for h in self.raw if h[0] not in present] if present else self.raw
+                )
+            return send(message)
 
         if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):
             response = self.refuse(

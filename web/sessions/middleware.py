@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import HTTPConnection, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,27 +49,31 @@ class SessionMiddleware:
             session.cookie = "set"
         scope["session"] = session
 
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # Saved before the first byte goes out, so a store failure can still become a 503.
+        async def start(message: Message) -> None:
+            # Saved before the first byte goes out, so a store failure can still become a 503.
+            if session.modified:
                 await session.commit()
-                headers = list(message.get("headers", ()))
-                if session.loaded:
-                    _vary_on_cookie(headers)
-                if session.cookie == "set" and session.id and session.loaded:
-                    # A remembered session's cookie outlives the browser, until the absolute deadline;
-                    # any other is a browser-session cookie: the server decides when it ends.
-                    lasts = f"; Max-Age={session.absolute_expires_in}" if session.remembered else ""
-                    value = self.signer.sign(session.id)
-                    cookie = f"{self.cookie_name}={value}; {self.attributes}{lasts}"
-                    headers.append((b"set-cookie", cookie.encode("latin-1")))
-                elif session.cookie == "clear" and raw:
-                    cookie = f"{self.cookie_name}=; Max-Age=0; {self.attributes}"
-                    headers.append((b"set-cookie", cookie.encode("latin-1")))
-                message["headers"] = headers
-                if session.expired_digest and self.on_expired:
-                    self.on_expired(scope, session.expired_digest)
+            headers = list(message.get("headers", ()))
+            if session.loaded:
+                _vary_on_cookie(headers)
+            if session.cookie == "set" and session.id and session.loaded:
+                # A remembered session's cookie outlives the browser, until the absolute deadline;
+                # any other is a browser-session cookie: the server decides when it ends.
+                lasts = f"; Max-Age={session.absolute_expires_in}" if session.remembered else ""
+                value = self.signer.sign(session.id)
+                cookie = f"{self.cookie_name}={value}; {self.attributes}{lasts}"
+                headers.append((b"set-cookie", cookie.encode("latin-1")))
+            elif session.cookie == "clear" and raw:
+                cookie = f"{self.cookie_name}=; Max-Age=0; {self.attributes}"
+                headers.append((b"set-cookie", cookie.encode("latin-1")))
+            message["headers"] = headers
+            if session.expired_digest and self.on_expired:
+                self.on_expired(scope, session.expired_digest)
             await send(message)
+
+        # Not async: the body goes straight to `send` (one coroutine less per message).
+        def send_with_cookie(message: Message) -> Awaitable[None]:
+            return start(message) if message["type"] == "http.response.start" else send(message)
 
         await self.app(scope, receive, send_with_cookie)
 
