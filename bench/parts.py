@@ -3,7 +3,7 @@
 The app and the ceiling (bench/ceiling.py) are driven in this process, straight through ASGI
 (no uvicorn, no sockets but Redis's), by 16 concurrent callers. Each line is the process's
 CPU time per request: the whole page, then with the session's Redis round trip answered from
-memory, then also without each middleware that the page does not need. What the page costs
+memory, then also without the shell (metrics, security, errors: web/shell.py). What the page costs
 beyond the ceiling is then shared out between Redis, the middlewares, and the rest (session,
 cookie check, guard). The figures are for reading side by side, from one run.
 """
@@ -102,11 +102,7 @@ async def measure(app: Starlette, ceiling_app: ASGIApp) -> list[tuple[str, float
     store._load = remembered
     try:
         lines.append(("  Redis answered from memory", await cpu(app)))
-        for dropped in ("MetricsMiddleware", "SecurityMiddleware", "ErrorMiddleware"):
-            lines.append((f"    and no {dropped}", await cpu(rebuilt(lambda n: n != dropped))))  # noqa: B023 - called at once
-        lines.append(
-            ("    and only SessionMiddleware", await cpu(rebuilt(lambda n: n == "SessionMiddleware")))
-        )
+        lines.append(("    and no Shell", await cpu(rebuilt(lambda n: n != "Shell"))))
     finally:
         store._load = real_load
         rebuilt(lambda n: True)

@@ -25,11 +25,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import PASSWORD, login, make_client, running, signup
 from web.embedded import free_port
-from web.errors import ErrorMiddleware
 from web.routes import routes
-from web.security import canonical_ip, client_network, real_client
+from web.security import Security, canonical_ip, client_network, real_client
 from web.server import MAX_HEADER_BYTES, LimitedHttpToolsProtocol
 from web.settings import Settings, SettingsError
+from web.shell import Shell
 
 # -- client addresses -------------------------------------------------------------------------
 
@@ -387,7 +387,7 @@ async def test_a_request_path_cannot_forge_a_log_line(caplog: pytest.LogCaptureF
         raise RuntimeError("boom")
 
     pages = Starlette(routes=routes)  # for the error page's links
-    guarded = ErrorMiddleware(broken)
+    guarded = Shell(broken, security=Security(trusted_proxies=()))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = pages

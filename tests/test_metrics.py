@@ -28,8 +28,10 @@ from starlette.routing import Mount, Route
 
 from web import metrics
 from web.embedded import free_port
-from web.metrics import MAIL_QUEUE_DEPTH, UNMATCHED, MetricsMiddleware, metrics_route, secrets_equal
+from web.metrics import MAIL_QUEUE_DEPTH, UNMATCHED, RequestMetrics, metrics_route, secrets_equal
+from web.security import Security
 from web.settings import Network
+from web.shell import Shell
 
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 TOKEN = "scrape-token-0123456789abcdef"
@@ -70,7 +72,7 @@ def build(token: str | None = None, readings: dict[Gauge, metrics.Reading] | Non
             Mount("/files", app=PlainTextResponse("a file")),
             metrics_route(LOOPBACK, token, readings=readings),
         ],
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(Shell, security=Security(trusted_proxies=()), metrics=RequestMetrics())],
     )
 
 

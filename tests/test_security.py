@@ -15,7 +15,8 @@ from starlette.types import Message
 
 from tests.conftest import PASSWORD, session_keys, signup
 from web.auth.users import User
-from web.security import SecurityMiddleware, real_client
+from web.security import Security, real_client
+from web.shell import Shell
 
 SIGNUP = {"first_name": "Mal", "last_name": "Icious", "email": "mal@example.com", "password": PASSWORD}
 
@@ -87,10 +88,9 @@ async def test_streamed_body_is_cut_off_at_one_mebibyte() -> None:
         seen.append(len(await request.body()))
         return Response("ok")
 
-    app = SecurityMiddleware(
+    app = Shell(
         Starlette(routes=[Route("/", upload, methods=["POST"])]),
-        trusted_proxies=(),
-        refuse=lambda request, status, message: Response(message, status),
+        security=Security(trusted_proxies=()),
     )
 
     async def chunks(n: int) -> AsyncIterator[bytes]:
@@ -146,10 +146,11 @@ async def test_the_middleware_reads_every_forwarded_for_line_of_a_trusted_proxy(
         seen.append(request.client.host)
         return Response("ok")
 
-    app = SecurityMiddleware(
+    app = Shell(
         Starlette(routes=[Route("/", who)]),
-        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")),
-        refuse=lambda request, status, message: Response(message, status),
+        security=Security(
+            trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
+        ),
     )
     spoofed_first = [("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.5")]
     proxied_last = [("X-Forwarded-For", "203.0.113.5, 10.0.0.9"), ("X-Forwarded-For", "10.0.0.7")]
@@ -167,10 +168,9 @@ async def test_the_middleware_reads_every_forwarded_for_line_of_a_trusted_proxy(
 async def test_a_content_length_that_is_not_a_number_is_no_server_error(length: str) -> None:
     """uvicorn refuses these itself; behind a server that passes them on, the middleware must not
     turn one into a 500: "²".isdigit() is true (the header is read as Latin-1), int("²") raises."""
-    app = SecurityMiddleware(
+    app = Shell(
         Starlette(routes=[Route("/", lambda request: Response("ok"), methods=["POST"])]),
-        trusted_proxies=(),
-        refuse=lambda request, status, message: Response(message, status),
+        security=Security(trusted_proxies=()),
     )
     sent: list[Message] = []
 

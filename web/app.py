@@ -11,19 +11,32 @@ from beanie import init_beanie
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.types import Scope
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.types import ASGIApp, Scope
 
 from web import metrics
 from web.activity import Event
 from web.audit import audit, start_audit_log
 from web.auth.users import User
-from web.errors import ErrorMiddleware, error_page, http_error
+from web.errors import http_error
 from web.routes import routes
-from web.security import SecurityMiddleware
+from web.security import Security
 from web.services import Services
 from web.sessions import SessionMiddleware
 from web.settings import Settings, SettingsError
+from web.shell import Shell
 from web.templating import compile_all
+
+
+class App(Starlette):
+    """Starlette, without its outermost ServerErrorMiddleware: the shell (first of the app's
+    middleware) already turns every exception into a page, and a layer costs every request."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -52,20 +65,18 @@ def create_app(settings: Settings) -> Starlette:
         settings.metrics_token,
         readings={metrics.MAIL_QUEUE_DEPTH: svc.mail.queue.depth},
     )
-    app = Starlette(
+    app = App(
         routes=[*routes, metrics_route],
         middleware=[
-            # Outermost first. Metrics: refusals and error pages are counted and timed too.
-            Middleware(metrics.MetricsMiddleware),
-            # Every response gets the security headers, even an error page.
             Middleware(
-                SecurityMiddleware,
-                trusted_proxies=settings.trusted_proxies,
-                refuse=error_page,
-                https=settings.cookie_secure,
-                audit_listener=svc.activity,
+                Shell,
+                security=Security(
+                    trusted_proxies=settings.trusted_proxies,
+                    https=settings.cookie_secure,
+                    audit_listener=svc.activity,
+                ),
+                metrics=metrics.RequestMetrics(),
             ),
-            Middleware(ErrorMiddleware),
             Middleware(
                 SessionMiddleware,
                 store=svc.store,

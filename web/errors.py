@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 
 from pymongo.errors import ConnectionFailure, OperationFailure
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from web import metrics
 from web.auth.passwords import Busy
@@ -76,62 +76,35 @@ def outage(exc: BaseException) -> metrics.Service | None:
     return None
 
 
-class ErrorMiddleware:
-    """Turn any exception that escapes the app into a page, logging it once."""
+def report(exc: Exception, scope: Scope) -> bool:
+    """Log an exception that escaped the app, once; False if it says the client went away."""
+    method, path = scope["method"], scope["path"]
+    if isinstance(exc, ClientDisconnect):
+        # The client went away before its body was in (a phone losing signal, or someone
+        # holding connections open): nobody to answer, nothing broken, nothing to alert on.
+        log.info("client went away during %s %r", method, path)
+        return False
+    if isinstance(exc, Busy):
+        log.warning("password queue full during %s %r", method, path)
+        return True
+    service = outage(exc)
+    if service:
+        metrics.service_error(service)
+        # Expected during an outage: one line, no traceback.
+        log.warning("%s unavailable during %s %r: %r", service, method, path, exc)
+    else:
+        # %r: a path with a newline in it must not forge a log line.
+        log.error("unhandled error during %s %r", method, path, exc_info=exc)
+    return True
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        def watch(message: Message) -> Awaitable[None]:  # send's own awaitable: no coroutine
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            return send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except ClientDisconnect:
-            # The client went away before its body was in (a phone losing signal, or someone
-            # holding connections open): nobody to answer, nothing broken, nothing to alert on.
-            log.info("client went away during %s %r", scope["method"], scope["path"])
-            scope[metrics.CLIENT_GONE] = True  # counted as 499
-        except Busy:
-            # Too many passwords waiting for bcrypt: say so at once rather than queue for seconds.
-            log.warning("password queue full during %s %r", scope["method"], scope["path"])
-            if started:
-                raise
-            busy = error_page(
-                Request(scope),
-                503,
-                "Too many people are signing in right now. Try again in a moment.",
-                {"Retry-After": str(BUSY_RETRY_AFTER)},
-            )
-            await busy(scope, receive, send)
-        except Exception as exc:
-            service = outage(exc)
-            if service:
-                metrics.service_error(service)
-                # Expected during an outage: one line, no traceback.
-                log.warning("%s unavailable during %s %r: %r", service, scope["method"], scope["path"], exc)
-            else:
-                # %r: a path with a newline in it must not forge a log line.
-                log.exception("unhandled error during %s %r", scope["method"], scope["path"])
-            if started:
-                raise  # too late for a page; let the server drop the connection
-            request = Request(scope)
-            if service:
-                response = error_page(
-                    request,
-                    503,
-                    "The service is briefly unavailable. Nothing was lost; try again in a few seconds.",
-                    {"Retry-After": str(RETRY_AFTER)},
-                )
-            else:
-                response = error_page(request, 500, "An unexpected error happened. It has been logged.")
-            await response(scope, receive, send)
+def failure_page(exc: Exception, request: Request) -> Response:
+    """The page for an exception that escaped the app: outages 503, a full bcrypt queue 503, bugs 500."""
+    if isinstance(exc, Busy):
+        # Too many passwords waiting for bcrypt: say so at once rather than queue for seconds.
+        message = "Too many people are signing in right now. Try again in a moment."
+        return error_page(request, 503, message, {"Retry-After": str(BUSY_RETRY_AFTER)})
+    if outage(exc):
+        message = "The service is briefly unavailable. Nothing was lost; try again in a few seconds."
+        return error_page(request, 503, message, {"Retry-After": str(RETRY_AFTER)})
+    return error_page(request, 500, "An unexpected error happened. It has been logged.")

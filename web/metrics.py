@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -30,12 +29,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from web.settings import Network
 
 log = logging.getLogger(__name__)
-CLIENT_GONE = "web.client_gone"  # in the scope when the client left before it was answered (errors.py)
 
 SignIn = Literal["ok", "wrong_password", "passkey_failed", "throttled", "second_factor_pending"]
 Service = Literal["redis", "mongodb"]
@@ -149,49 +147,26 @@ def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[t
             yield from route_templates(route.routes, prefix + route.path_format.removesuffix("/{path}"))
 
 
-class MetricsMiddleware:
-    """Count and time every HTTP request by the template of the route that answered it."""
+class RequestMetrics:
+    """Count and time every HTTP request by the template of the route that answered it (the
+    shell, web/shell.py, calls record() once a request is done)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self) -> None:
         # (id(route), method, status) -> (route, counter child, histogram child). Holding the
         # route keeps its id from being reused while the entry exists.
         self._children: dict[tuple[int, str, int], tuple[object, Counter, Histogram]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # What the server sends if the app ends without a response (499: the client had left).
-        status = 500
-
-        # Not async: handing back send's own awaitable spares a coroutine per message.
-        def send_status(message: Message) -> Awaitable[None]:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            return send(message)
-
-        start = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_status)
-        except Exception:
-            status = 500  # even after a 200 began: the client got a broken response
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            if scope.get(CLIENT_GONE):  # left before an answer: not a server error
-                status = 499
-            # Starlette's router leaves the route it matched in this same scope dict.
-            route = scope.get("route")
-            method = scope["method"]
-            if method not in KNOWN_METHODS:
-                method = "other"
-            entry = self._children.get((id(route), method, status))
-            if entry is None:
-                entry = self._add(scope, route, method, status)
-            entry[1].inc()
-            entry[2].observe(elapsed)
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        # Starlette's router leaves the route it matched in this same scope dict.
+        route = scope.get("route")
+        method = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = "other"
+        entry = self._children.get((id(route), method, status))
+        if entry is None:
+            entry = self._add(scope, route, method, status)
+        entry[1].inc()
+        entry[2].observe(seconds)
 
     def _add(
         self, scope: Scope, route: object, method: str, status: int

@@ -1,17 +1,15 @@
-"""The outer shell of every request: client address, cross-origin check, body limit, headers."""
+"""Security on every request: client address, cross-origin check, body limit, headers."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import HTTPConnection
+from starlette.types import Message, Receive, Scope
 
 from web.audit import Listener
 from web.audit import context as audit_context
@@ -130,20 +128,19 @@ def is_cross_origin(scope: Scope, scheme: str) -> bool:
     return theirs is None or theirs != ours
 
 
-class SecurityMiddleware:
+class Security:
+    """What the shell (web/shell.py) does for security on every request: it works out the real
+    client, refuses cross-site forms and oversized bodies, and adds the security headers."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         trusted_proxies: tuple[Network, ...],
-        refuse: Callable[[Request, int, str], Response],
         https: bool = True,
         audit_listener: Listener | None = None,
     ) -> None:
-        self.app = app
         self.audit_listener = audit_listener
         self.trusted_proxies = trusted_proxies
-        self.refuse = refuse
         self.https = https
         headers = dict(HEADERS)
         if https:
@@ -153,10 +150,8 @@ class SecurityMiddleware:
         self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self.names = frozenset(name for name, _ in self.raw)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def admit(self, scope: Scope) -> tuple[int, str] | None:
+        """Put the real client in the scope; the refusal (status, message) it earns, if any."""
         # The two headers read on every request, in one pass over them (as Starlette reads them).
         forwarded_for: list[str] = []
         length = ""
@@ -170,36 +165,30 @@ class SecurityMiddleware:
         if scope.get("client"):
             peer, port = scope["client"]
             scope["client"] = (real_client(peer, ",".join(forwarded_for) or None, self.trusted_proxies), port)
-
-        def send_with_headers(message: Message) -> Awaitable[None]:  # send's own awaitable
-            if message["type"] == "http.response.start":
-                own = list(message.get("headers", ()))
-                present = self.names.intersection([name for name, _ in own])
-                message["headers"] = own + (
-                    [h for h in self.raw if h[0] not in present] if present else self.raw
-                )
-            return send(message)
-
         if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):
-            response = self.refuse(
-                Request(scope), 403, "This form was sent from another site, so it was refused."
-            )
-            await response(scope, receive, send_with_headers)
-            return
+            return 403, "This form was sent from another site, so it was refused."
         if length.isascii() and length.isdigit() and int(length) > MAX_BODY:  # "²".isdigit() too
-            response = self.refuse(Request(scope), 413, "That request was too large.")
-            await response(scope, receive, send_with_headers)
-            return
+            return 413, "That request was too large."
+        return None
 
-        received = 0
+    def add_headers(self, message: Message) -> None:
+        """The security headers, on a response's start message (a handler's own win)."""
+        own = list(message.get("headers", ()))
+        present = self.names.intersection([name for name, _ in own])
+        message["headers"] = own + ([h for h in self.raw if h[0] not in present] if present else self.raw)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY:  # a chunked body that lied by omission
-                    raise HTTPException(413, "That request was too large.")
-            return message
 
-        await self.app(scope, limited_receive, send_with_headers)
+def limited(receive: Receive) -> Receive:
+    """`receive`, cutting off a body past MAX_BODY (a chunked one that lied by omission)."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise HTTPException(413, "That request was too large.")
+        return message
+
+    return limited_receive
