@@ -23,6 +23,7 @@ import base64
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from web.redis import RedisClient, Script
 from web.sessions import scripts
@@ -50,9 +51,9 @@ class StaleCredentials(Exception):
     """The user's credentials changed while this sign-in was under way; it must not complete."""
 
 
-@dataclass(frozen=True)
-class Record:
-    """A session as stored: its fields and the milliseconds it has left."""
+class Record(NamedTuple):
+    """A session as stored: its fields and the milliseconds it has left (a tuple: one is built
+    on every signed-in request)."""
 
     fields: dict[str, str]
     ttl_ms: int
