@@ -7,8 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import overload
+from typing import NamedTuple, overload
 from urllib.parse import quote, urlencode, urlsplit
 
 from beanie import PydanticObjectId
@@ -24,9 +23,8 @@ from web.templating import render
 from web.urls import path_for
 
 
-@dataclass(frozen=True)
-class SignedIn:
-    """Who is asking: the loaded session and its user."""
+class SignedIn(NamedTuple):
+    """Who is asking: the loaded session and its user (a tuple: one per signed-in request)."""
 
     session: Session
     user: SessionUser

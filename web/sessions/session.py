@@ -43,10 +43,13 @@ class Session:
     (static files, health checks) cost nothing.
     """
 
-    def __init__(self, store: SessionStore, session_id: str | None) -> None:
+    def __init__(
+        self, store: SessionStore, session_id: str | None, session_digest: str | None = None
+    ) -> None:
         self._store = store
         self.id = session_id
-        self.digest = digest(session_id) if session_id else None
+        # What Redis knows it by; the middleware passes the one it already worked out.
+        self.digest = session_digest or (digest(session_id) if session_id else None)
         self.loaded = False
         self.expired_digest: str | None = None  # set when a genuine id turned out to be gone
         self.cookie: CookieAction = None
