@@ -2,8 +2,8 @@
 
 In order: time and count it (metrics), work out the real client and refuse cross-site forms and
 oversized bodies (security), turn any exception into a page (errors), and add the security
-headers to whatever answers. These were four middlewares, each with its own frame and its own
-wrapper around `send`; as one layer they cost a signed-in page a fifth of what they did.
+headers to whatever answers. These were three middlewares (under Starlette's own error layer,
+now gone: web/app.py), each with its own frame and its own wrapper around `send` on every request.
 """
 
 from __future__ import annotations
