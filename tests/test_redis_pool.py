@@ -11,8 +11,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import DataError, ResponseError
 
+import web.redis
 from web.errors import REDIS_DOWN
-from web.redis import MAX_BATCH, POOL_SIZE, Pool, Script, connect_redis
+from web.redis import POOL_SIZE, Pool, Script, connect_redis
 from web.settings import Settings
 
 
@@ -53,20 +54,55 @@ def connected(pool: Pool) -> int:
 async def test_script_calls_of_one_turn_share_a_connection_and_each_gets_its_own_reply(
     settings: Settings, redis: SyncRedis
 ) -> None:
-    """Callers at once: one connection carries each MAX_BATCH of them (redis-py alone opens one
-    per caller), and each caller gets the value of its own key, not a neighbour's."""
+    """Callers at once: one connection carries them all, MAX_BATCH to a write (redis-py alone
+    opens one per caller), and each caller gets the value of its own key, not a neighbour's."""
     assert settings.redis_url
     redis.mset({f"k{i}": f"v{i}" for i in range(200)})
     client = connect_redis(settings.redis_url, cluster=False)
     assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
     script = Script(client, ECHO)
     try:
-        # 50 callers: one pipeline. 200: four (64 + 64 + 64 + 8), on as many connections.
-        for callers, connections in ((50, 1), (50, 1), (200, -(-200 // MAX_BATCH))):
+        # 50 callers: one write. 200: four (64 + 64 + 64 + 8), on the same connection.
+        for callers in (50, 50, 200):
             async with asyncio.timeout(10):
                 replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(callers)))
             assert replies == [f"v{i}" for i in range(callers)]
-            assert connected(client.connection_pool) == connections
+            assert connected(client.connection_pool) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_the_pipeline_moves_to_another_connection_without_losing_a_reply(
+    settings: Settings, redis: SyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a connection lifetime of zero, every turn's commands start the next connection while
+    the last one still has replies to read: 300 turns of 20 callers, a few giving up on the way,
+    and each caller still gets its own key's value; the connections handed back are reused."""
+    assert settings.redis_url
+    monkeypatch.setattr(web.redis, "PIPE_LIFETIME_S", 0.0)
+    redis.mset({f"k{i}": f"v{i}" for i in range(20)})
+    client = connect_redis(settings.redis_url, cluster=False)
+    assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
+    pool = client.connection_pool
+    script = Script(client, ECHO)
+    pipes = set()
+    try:
+        for turn in range(300):
+            calls = [asyncio.ensure_future(script([f"k{i}"], [])) for i in range(20)]
+            if turn % 7 == 0:
+                await asyncio.sleep(0)  # every call is queued for this turn's batch
+                calls[turn % 20].cancel()
+            async with asyncio.timeout(10):
+                replies = await asyncio.gather(*calls, return_exceptions=True)
+            for i, reply in enumerate(replies):
+                assert reply == f"v{i}" or (turn % 7 == 0 and i == turn % 20), (turn, i, reply)
+            pipes.add(id(pool.batcher.pipe))
+        assert len(pipes) > 50
+        async with asyncio.timeout(10):
+            while pool.batcher.tasks:  # the last successor opened, the one before it handed back
+                await asyncio.gather(*pool.batcher.tasks)
+        assert len(pool._in_use_connections) == 1  # the pipe's own
+        assert connected(pool) <= 3
     finally:
         await client.aclose()
 

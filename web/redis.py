@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
-import math
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, cast
 
+import hiredis
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import DataError, InvalidResponse, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Redis | RedisCluster
@@ -25,34 +28,48 @@ TIMEOUT_S = 1.0
 POOL_SIZE = 100
 
 
-Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]  # a command's arguments, and its caller's answer
-# Commands per pipeline: a timer covers each exchange, connecting included, so an exchange must
-# stay small enough for a busy Redis to answer it well within the socket timeout.
+# A command's arguments, its caller's answer, and how many connections it has been sent on.
+Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", int]
+# Commands per write: a turn with more callers than this goes out in several writes.
 MAX_BATCH = 64
+# How long one connection carries the pipeline before the next is taken from the pool: the pool
+# decides then whether it still leads to the master (web/sentinel.py asks at most once a second).
+PIPE_LIFETIME_S = 1.0
 
 
 class Batcher:
-    """The commands that callers send in one turn of the event loop go to Redis as one pipeline.
+    """The commands that callers send in one turn of the event loop go to Redis as one write,
+    on one connection that carries every turn's commands, one after another (a pipeline).
 
     Under load, many requests reach their Redis call in the same turn of the event loop. Sent
     one by one through the client, each pays for a connection from the pool, a write, a wakeup
     for its reply, and redis-py's per-command bookkeeping (retry wrapper, timers, hooks): that
-    fixed cost was about half of a signed-in page's CPU. Here the commands of one turn are
-    written together on one connection and the replies read in order, each handed to its caller.
+    fixed cost was about half of a signed-in page's CPU. Even one task per turn reading the
+    replies through redis-py's streams was a tenth of a page. Here a connection from the pool is
+    lent to a `_Pipe`, which takes over its socket: the commands of a turn are written in one
+    go, and each reply, as it arrives, is parsed (hiredis) and handed to its caller in order, in
+    the socket's own callback. Connecting, AUTH, TLS and finding the master stay redis-py's.
+
     Each command is still atomic on its own, and nothing ties them together (no MULTI): an error
     reply (NOSCRIPT, say) or an argument that cannot be sent reaches only its own caller.
     Commands that a broken connection left unanswered are sent once more on another
-    connection, as the client's Retry(..., 1) would. Each reply is read by redis-py itself; one
-    timer, of the socket timeout, bounds the whole exchange, connecting included.
+    connection, as the client's Retry(..., 1) would. Every write must be answered within the
+    socket timeout, or the connection is cut (its commands then get their one more try).
+    The pipe hands its connection back to the pool after PIPE_LIFETIME_S, once the next one is
+    ready, so that the pool's own checks (is this still the master?) keep applying.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-        self.pending: list[Call] = []
+        self.pending: list[Call] = []  # this turn's
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.sending: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+        self.pipe: _Pipe | None = None
+        self.waiting: list[Call] = []  # for a pipe that is being opened
+        self.opening: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
         self.encoder = pool.get_encoder()  # type: ignore[no-untyped-call]
         self.encoding = (self.encoder.encoding, self.encoder.encoding_errors)
+        self.timeout: float | None = pool.connection_kwargs.get("socket_timeout")
 
     def pack(self, args: tuple[Any, ...]) -> bytes:
         """One command in RESP, as redis-py's pack_command writes it, in under half the time.
@@ -77,83 +94,197 @@ class Batcher:
     def call(self, *args: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # first use, or a loop that stopped with calls queued
-            self.loop, self.pending = loop, []
+            self.loop, self.pending, self.pipe, self.waiting, self.opening = loop, [], None, [], None
         if not self.pending:
             loop.call_soon(self._flush)  # after the callbacks already due in this turn
         future = loop.create_future()
-        self.pending.append((args, future))
+        self.pending.append((args, future, 0))
         if len(self.pending) >= MAX_BATCH:
             self._flush()
         return future
 
     def _flush(self) -> None:
         batch, self.pending = self.pending, []
-        if not batch:
+        if batch:
+            self._send(batch)
+
+    def _send(self, calls: list[Call]) -> None:
+        pipe = self.pipe
+        if pipe is None or pipe.lost:
+            self.waiting += calls
+            self._open()
             return
-        task = asyncio.ensure_future(self._send(batch))
-        self.sending.add(task)
-        task.add_done_callback(self.sending.discard)
+        if pipe.born + PIPE_LIFETIME_S < pipe.loop.time():
+            self._open()  # its successor; this one goes on until that is ready
+        pipe.send(calls)
 
-    async def _send(self, batch: list[Call]) -> None:
+    def _open(self) -> None:
+        if self.opening is None:
+            self.opening = self._spawn(self._open_pipe())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _open_pipe(self) -> None:
         try:
-            left = await self._exchange(batch, last=False)
-            if left:
-                await self._exchange(left, last=True)
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+                        if not connection.is_connected:  # a pool that hands out closed ones
+                            await connection.connect()
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    # A failure to connect counts as a try: calls that had theirs fail now.
+                    self._fail([c for c in self.waiting if c[2]], _as_redis_error(exc))
+                    self.waiting = [(a, f, 1) for a, f, tries in self.waiting if not tries and not f.done()]
+                    if not self.waiting:
+                        return
+            old, self.pipe = self.pipe, _Pipe(self, connection)
+            if old is not None:
+                old.retire()
+            waiting, self.waiting = self.waiting, []
+            if waiting:
+                self.pipe.send(waiting)
         except BaseException as exc:  # cancelled, or a bug: no caller may wait for ever
-            for _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+            self._fail(self.waiting, exc)
+            self.waiting = []
             raise
-
-    async def _exchange(self, batch: list[Call], *, last: bool) -> list[Call]:
-        """Answer every call of the batch; return those a broken connection left unanswered."""
-        sent = batch  # until packed: a failure to connect leaves every call unanswered
-        answered = 0
-        connection: AbstractConnection | None = None
-        limit = self.pool.connection_kwargs.get("socket_timeout")
-        # No timer of its own for each reply (inf: redis-py's "no timeout") when the exchange's
-        # covers them all; that one cuts the connection too (read_response disconnects).
-        each = math.inf if limit else None
-        try:
-            async with asyncio.timeout(limit):
-                connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
-                packed: list[bytes] = []
-                sent = []
-                for call in batch:
-                    try:
-                        packed.append(self.pack(call[0]))
-                    except DataError as exc:  # an argument Redis cannot take: that caller's bug
-                        _settle(call[1], exc)
-                        continue
-                    sent.append(call)
-                await connection.send_packed_command(packed, check_health=False)
-                for _, future in sent:
-                    try:
-                        reply = await connection.read_response(timeout=each)
-                    except ResponseError as exc:  # this command's own error; the stream is intact
-                        reply = exc
-                    answered += 1
-                    _settle(future, reply)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # TimeoutError is an OSError
-            if not last:
-                return sent[answered:]
-            failure = _as_redis_error(exc)
-            for _, future in sent[answered:]:
-                _settle(future, failure)
         finally:
-            if connection is not None:
-                await self.pool.release(connection)
-        return []
+            self.opening = None
+
+    def lost(self, pipe: _Pipe, unanswered: list[Call], error: Exception) -> None:
+        """A pipe's connection broke: its unanswered calls go out once more, or fail."""
+        if self.pipe is pipe:
+            self.pipe = None
+        self._fail([c for c in unanswered if c[2]], error)
+        again = [(args, future, 1) for args, future, tries in unanswered if not tries and not future.done()]
+        if again:
+            self._send(again)
+        self._spawn(pipe.give_back(broken=True))
+
+    @staticmethod
+    def _fail(calls: list[Call], error: BaseException) -> None:
+        for _, future, _ in calls:
+            if isinstance(error, asyncio.CancelledError):
+                if not future.done():
+                    future.cancel()
+            else:
+                _settle(future, error)
+
+
+class _Pipe(asyncio.Protocol):
+    """One pooled connection's socket, taken over from redis-py's stream for the pipeline."""
+
+    def __init__(self, batcher: Batcher, connection: AbstractConnection) -> None:
+        self.batcher = batcher
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.born = self.loop.time()
+        self.waiters: collections.deque[Call] = collections.deque()  # sent, in order, unanswered
+        self.sent = self.answered = 0  # commands, since the pipe opened
+        self.deadlines: collections.deque[tuple[int, float]] = collections.deque()  # (sent by then, when)
+        self.timer: asyncio.TimerHandle | None = None
+        self.error: Exception | None = None  # why it was cut, if it was
+        self.lost = self.retiring = False
+        encoding, errors = batcher.encoding
+        decoding = {"encoding": encoding, "errors": errors} if connection.encoder.decode_responses else {}
+        self.reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=connection._parser.parse_error,  # as redis-py's own: NOSCRIPT -> NoScriptError
+            notEnoughData=NOT_ENOUGH_DATA,
+            **decoding,
+        )
+        writer = connection._writer
+        if writer is None:  # get_connection() hands out connected ones
+            raise RedisConnectionError("Redis connection closed")
+        self.transport = cast(asyncio.Transport, writer.transport)
+        self.stream = self.transport.get_protocol()  # redis-py's; it gets the socket back
+        self.transport.set_protocol(self)
+
+    def send(self, calls: list[Call]) -> None:
+        packed = []
+        for call in calls:
+            try:
+                packed.append(self.batcher.pack(call[0]))
+            except DataError as exc:  # an argument Redis cannot take: that caller's bug
+                _settle(call[1], exc)
+                continue
+            self.waiters.append(call)
+        if not packed:
+            return
+        self.transport.write(b"".join(packed))
+        self.sent += len(packed)
+        if self.batcher.timeout is not None:
+            self.deadlines.append((self.sent, self.loop.time() + self.batcher.timeout))
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.deadlines[0][1], self._expire)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not NOT_ENOUGH_DATA:
+                _settle(self.waiters.popleft()[1], reply)  # a caller that gave up: dropped
+                self.answered += 1
+        except (InvalidResponse, IndexError) as exc:  # garbled, or a reply nobody asked for
+            self._cut(RedisConnectionError(f"Protocol error from Redis: {exc!r}"))
+            return
+        if self.retiring and not self.waiters:
+            self.batcher._spawn(self.give_back(broken=False))
+
+    def _expire(self) -> None:
+        self.timer = None
+        while self.deadlines and self.deadlines[0][0] <= self.answered:
+            self.deadlines.popleft()
+        if not self.deadlines or self.lost:
+            return
+        if self.deadlines[0][1] <= self.loop.time():
+            self._cut(RedisTimeoutError("Timeout reading from Redis"))
+        else:
+            self.timer = self.loop.call_at(self.deadlines[0][1], self._expire)
+
+    def _cut(self, error: Exception) -> None:
+        self.error = error
+        self.transport.abort()  # connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stream.connection_lost(exc)  # redis-py's disconnect() waits for it to hear
+        if self.lost:
+            return
+        self.lost = True
+        if self.timer is not None:
+            self.timer.cancel()
+        error = self.error or _as_redis_error(exc or ConnectionError("Connection closed by Redis"))
+        unanswered = list(self.waiters)
+        self.waiters.clear()
+        self.batcher.lost(self, unanswered, error)
+
+    def retire(self) -> None:
+        """Take no more commands; hand the connection back once every reply is in."""
+        self.retiring = True
+        if not self.waiters and not self.lost:
+            self.batcher._spawn(self.give_back(broken=False))
+
+    async def give_back(self, *, broken: bool) -> None:
+        if not broken:
+            if self.lost or self.transport.get_protocol() is not self:
+                return  # already handed back, or lost (which hands it back itself)
+            self.lost = True
+            if self.timer is not None:
+                self.timer.cancel()
+            self.transport.set_protocol(self.stream)
+        else:
+            await self.connection.disconnect(nowait=True)
+        await self.batcher.pool.release(self.connection)
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if future.done():  # its caller gave up
         return
-    if isinstance(outcome, Exception):
+    if isinstance(outcome, BaseException):
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
