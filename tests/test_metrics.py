@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -166,6 +166,53 @@ async def test_an_exception_after_the_status_was_sent_counts_as_500(app_client: 
     labels = {"route": "/half", "method": "GET", "status": "500"}
     assert value(after, "web_requests_total", **labels) - value(before, "web_requests_total", **labels) == 1
     assert value(after, "web_requests_total", route="/half", method="GET", status="200") == 0
+
+
+def samples(registry: CollectorRegistry, name: str, route: str) -> dict[tuple[str, str], float]:
+    """The histogram's samples for one route label: (sample name, le) -> value."""
+    return {
+        (sample.name, sample.labels.get("le", "")): sample.value
+        for family in registry.collect()
+        if family.name == name
+        for sample in family.samples
+        if sample.labels.get("route") == route and not sample.name.endswith("_created")
+    }
+
+
+async def test_a_flushed_tally_reads_as_prometheus_own_observe_would() -> None:
+    """Latencies on each bucket bound, between bounds and past the last, in two flushes: the
+    histogram then holds what Histogram.observe() would have made of them, bucket for bucket."""
+    route = f"/tally-{uuid.uuid4().hex[:8]}"
+    seconds = [0.0, *metrics.BUCKETS, *(b * 0.9 for b in metrics.BUCKETS), 0.0003, 7.5, 60.0]
+    reference = CollectorRegistry()
+    expected = Histogram(
+        "web_request_duration_seconds", "same", ["route"], buckets=metrics.BUCKETS, registry=reference
+    )
+    recorder = RequestMetrics()
+    scope = {"type": "http", "method": "GET", "route": Route(route, item), "router": None}
+    for half in (seconds[::2], seconds[1::2]):
+        for s in half:
+            recorder.record(scope, 200, s)
+            expected.labels(route).observe(s)
+        metrics.flush()
+    got = samples(REGISTRY, "web_request_duration_seconds", route)
+    want = samples(reference, "web_request_duration_seconds", route)
+    total = ("web_request_duration_seconds_sum", "")
+    assert got.pop(total) == pytest.approx(want.pop(total))  # the same sum, added in another order
+    assert got == want
+    assert got[("web_request_duration_seconds_count", "")] == len(seconds)
+    assert value(generate_latest().decode(), "web_requests_total", route=route, status="200") == len(seconds)
+
+
+async def test_a_request_reaches_prometheus_within_the_flush_interval() -> None:
+    """No scrape in this process, no flush() called: the timer hands the tally over."""
+    route = f"/timer-{uuid.uuid4().hex[:8]}"
+    RequestMetrics().record({"type": "http", "method": "GET", "route": Route(route, item)}, 200, 0.01)
+    labels = {"route": route, "method": "GET", "status": "200"}
+    deadline = time.monotonic() + metrics.FLUSH_S + 5
+    while REGISTRY.get_sample_value("web_requests_total", labels) != 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)  # polling a condition, with the bound above
 
 
 async def test_events_recorded_by_the_app_appear(app_client: httpx.AsyncClient) -> None:
@@ -368,7 +415,12 @@ async def test_workers_are_summed_and_dead_ones_drop_out_of_live_gauges(
     total = sum(served.values())
     route = {"route": "/pid", "method": "GET", "status": "200"}
     async with httpx.AsyncClient(base_url=base, timeout=2) as c:
-        text = (await c.get("/metrics")).text
+        # The worker that answers the scrape counts its own requests at once; the other one's
+        # arrive with its next flush, at most FLUSH_S later.
+        deadline = time.monotonic() + metrics.FLUSH_S + 5
+        while value(text := (await c.get("/metrics")).text, "web_requests_total", **route) < total:
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.1)  # polling a condition, with the bound above
         assert value(text, "web_requests_total", **route) == total
         assert value(text, "web_request_duration_seconds_count", route="/pid") == total
         assert value(text, "web_bcrypt_queue_length") == total

@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
             compile_all()
             yield
         finally:
+            metrics.flush()  # what this process counted since its last flush
             await svc.close()
             listener.stop()
 
