@@ -37,6 +37,9 @@ HEADERS = {
 def real_client(peer: str, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """The client's address: the peer, or the last X-Forwarded-For hop that no trusted proxy added."""
 
+    if not forwarded_for:  # the usual case: no proxy header to weigh
+        return canonical_ip(peer)
+
     def is_trusted(address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
@@ -44,7 +47,7 @@ def real_client(peer: str, forwarded_for: str | None, trusted: tuple[Network, ..
             return False
         return any(ip in net for net in trusted)
 
-    if not forwarded_for or not is_trusted(peer):
+    if not is_trusted(peer):
         return canonical_ip(peer)
     nearest = peer
     for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
@@ -150,26 +153,30 @@ class Security:
         self.raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         self.names = frozenset(name for name, _ in self.raw)
 
-    def admit(self, scope: Scope) -> tuple[int, str] | None:
-        """Put the real client in the scope; the refusal (status, message) it earns, if any."""
-        # The two headers read on every request, in one pass over them (as Starlette reads them).
+    def admit(self, scope: Scope) -> tuple[tuple[int, str] | None, bool]:
+        """Put the real client in the scope; return the refusal (status, message) it earns, if
+        any, and whether its body is chunked (so only limited() can hold it to MAX_BODY)."""
+        # The headers read on every request, in one pass over them (as Starlette reads them).
         forwarded_for: list[str] = []
         length = ""
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-forwarded-for":
                 forwarded_for.append(value.decode("latin-1"))
             elif name == b"content-length" and not length:
                 length = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
         if self.audit_listener is not None:
             audit_context.set((self.audit_listener, scope))
         if scope.get("client"):
             peer, port = scope["client"]
             scope["client"] = (real_client(peer, ",".join(forwarded_for) or None, self.trusted_proxies), port)
         if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):
-            return 403, "This form was sent from another site, so it was refused."
+            return (403, "This form was sent from another site, so it was refused."), chunked
         if length.isascii() and length.isdigit() and int(length) > MAX_BODY:  # "²".isdigit() too
-            return 413, "That request was too large."
-        return None
+            return (413, "That request was too large."), chunked
+        return None, chunked
 
     def add_headers(self, message: Message) -> None:
         """The security headers, on a response's start message (a handler's own win)."""
@@ -179,7 +186,8 @@ class Security:
 
 
 def limited(receive: Receive) -> Receive:
-    """`receive`, cutting off a body past MAX_BODY (a chunked one that lied by omission)."""
+    """`receive`, cutting off a body past MAX_BODY: for a chunked one, which names no length.
+    (A body with a Content-Length ends there: the parser reads no further for it.)"""
     received = 0
 
     async def limited_receive() -> Message:

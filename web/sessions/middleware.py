@@ -56,10 +56,7 @@ class SessionMiddleware:
             session.cookie = "set"
         scope["session"] = session
 
-        async def start(message: Message) -> None:
-            # Saved before the first byte goes out, so a store failure can still become a 503.
-            if session.modified:
-                await session.commit()
+        def finish(message: Message) -> Awaitable[None]:
             headers = list(message.get("headers", ()))
             if session.loaded:
                 _vary_on_cookie(headers)
@@ -76,11 +73,19 @@ class SessionMiddleware:
             message["headers"] = headers
             if session.expired_digest and self.on_expired:
                 self.on_expired(scope, session.expired_digest)
-            await send(message)
+            return send(message)
 
-        # Not async: the body goes straight to `send` (one coroutine less per message).
+        async def commit_and_finish(message: Message) -> None:
+            # Saved before the first byte goes out, so a store failure can still become a 503.
+            await session.commit()
+            await finish(message)
+
+        # Not async: a page that changed nothing in its session goes straight to `send`, and so
+        # does the body (one coroutine less per message).
         def send_with_cookie(message: Message) -> Awaitable[None]:
-            return start(message) if message["type"] == "http.response.start" else send(message)
+            if message["type"] != "http.response.start":
+                return send(message)
+            return commit_and_finish(message) if session.modified else finish(message)
 
         await self.app(scope, receive, send_with_cookie)
 
