@@ -62,7 +62,7 @@ async def test_script_calls_of_one_turn_share_a_connection_and_each_gets_its_own
     assert isinstance(client, Redis) and isinstance(client.connection_pool, Pool)
     script = Script(client, ECHO)
     try:
-        # 50 callers: one write. 200: four (64 + 64 + 64 + 8), on the same connection.
+        # 50 callers: four writes (16 + 16 + 16 + 2). 200: thirteen, on the same connection.
         for callers in (50, 50, 200):
             async with asyncio.timeout(10):
                 replies = await asyncio.gather(*(script([f"k{i}"], []) for i in range(callers)))
