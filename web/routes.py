@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from starlette.routing import BaseRoute, Mount, Route
+from starlette import routing
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web.views import account, activity, auth, devmail, email, pages, reauth, recovery, security, sessions
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Route(routing.Route):
+    """Starlette's route, calling an async endpoint without a second exception layer.
+
+    Starlette wraps each endpoint in its own copy of the app's exception handling (a closure,
+    a wrapper around `send`, two more frames on every request); here an HTTPException from an
+    endpoint goes up to the app's ExceptionMiddleware, which has the same handler (web/app.py)
+    and sits inside the session middleware too, so the page is the same.
+    """
+
+    def __init__(self, path: str, endpoint: Endpoint, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if inspect.iscoroutinefunction(endpoint):
+            self.app = _call(endpoint)
+
+
+def _call(endpoint: Endpoint) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
 
 routes: list[BaseRoute] = [
     Route("/", pages.home, name="home"),
