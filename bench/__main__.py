@@ -309,8 +309,11 @@ def one_run(setup: Setup, args: argparse.Namespace, log: Log) -> report.Run:
     return out
 
 
-def redis_costs(setup: Setup) -> tuple[Counter[str], Counter[str], redis_probe.SessionMemory]:
-    """Round trips and commands per signed-in page, and memory per session."""
+def redis_costs(
+    setup: Setup,
+) -> tuple[tuple[Counter[str], Counter[str]], Counter[str], redis_probe.SessionMemory]:
+    """Round trips (the pages', the mail senders') and commands per signed-in page, and memory
+    per session."""
     with httpx.Client(base_url=setup.app.url, headers={"Cookie": setup.cookies[0]}) as browser:
 
         def fetch() -> None:
@@ -350,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         report.table(
             runs,
             options=vars(args),
-            round_trips=trips,
+            round_trips=trips[0],
+            background=trips[1],
             commands=commands,
             pages=PAGES,
             memory=memory,

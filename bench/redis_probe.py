@@ -13,15 +13,21 @@ from web.redis import connect_redis
 from web.sessions import SessionStore
 from web.sessions.store import index_key, session_key
 
+# The mail senders' stream (web/mail/queue.py): they poll it every few seconds whatever the
+# pages do, so a poll that falls inside the window is not a page's round trip.
+MAIL_STREAM = "mail:q"
 
-def round_trips(redis: Redis, fetch: Callable[[], object], pages: int) -> Counter[str]:
-    """Commands that clients sent over the wire while `pages` pages were fetched (MONITOR).
+
+def round_trips(redis: Redis, fetch: Callable[[], object], pages: int) -> tuple[Counter[str], Counter[str]]:
+    """Commands that clients sent over the wire while `pages` pages were fetched (MONITOR):
+    those of the pages, and those of the mail senders' polling (on MAIL_STREAM).
 
     Unlike INFO commandstats, MONITOR tells a command sent by a client from one that a Lua
     script ran, so this counts round trips (a pipeline would count once per command in it).
     """
     marker = f"bench-monitor-end-{secrets.token_hex(4)}"
     sent: Counter[str] = Counter()
+    background: Counter[str] = Counter()
     # Connected before MONITOR starts, so that its handshake (HELLO) is not counted.
     ender = Redis(connection_pool=ConnectionPool(**redis.connection_pool.connection_kwargs))
     ender.ping()
@@ -31,10 +37,12 @@ def round_trips(redis: Redis, fetch: Callable[[], object], pages: int) -> Counte
         ender.echo(marker)
         while True:
             line = monitor.next_command()
-            if marker in line["command"]:
-                return sent
+            command = line["command"]
+            if marker in command:
+                return sent, background
             if line["client_type"] != "lua":
-                sent[line["command"].split(" ", 1)[0].lower()] += 1
+                mail = MAIL_STREAM in command.split(" ")
+                (background if mail else sent)[command.split(" ", 1)[0].lower()] += 1
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ def table(
     *,
     options: dict[str, Any],
     round_trips: Counter[str],
+    background: Counter[str],
     commands: Counter[str],
     pages: int,
     memory: SessionMemory,
@@ -135,6 +136,12 @@ def table(
     lines += [row.line(n, runs) for n, row in enumerate(rows(options), 1)]
     trips = sum(round_trips.values()) / pages
     sent = ", ".join(f"{name} {n / pages:.2f}" for name, n in round_trips.most_common())
+    if background:  # the mail senders polling their stream meanwhile: not the pages' doing
+        sent += (
+            " (and the mail queue's polling: "
+            + ", ".join(f"{name} {n / pages:.2f}" for name, n in background.most_common())
+            + ")"
+        )
     # A new pooled connection's HELLO now and then is no part of a page's cost.
     inside = ", ".join(f"{name} {n / pages:.2f}" for name, n in commands.most_common() if n / pages >= 0.005)
     lines.append(
