@@ -18,6 +18,7 @@ import uvicorn
 import uvloop
 from redis import Redis
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -28,6 +29,7 @@ from web.embedded import free_port
 from web.routes import routes
 from web.security import Security, canonical_ip, client_network, real_client
 from web.server import MAX_HEADER_BYTES, LimitedHttpToolsProtocol
+from web.sessions import session_of
 from web.settings import Settings, SettingsError
 from web.shell import Shell
 
@@ -405,3 +407,37 @@ async def test_the_audit_log_has_no_password_after_a_change(client: httpx.AsyncC
     await signup(client)
     r = await client.post("/account/password", data={"current_password": PASSWORD, "new_password": "x" * 3})
     assert r.status_code == 422
+
+
+# -- HTTP errors --------------------------------------------------------------------------------
+
+
+async def test_an_http_error_is_a_page_inside_the_session_layer_and_never_a_second_response(
+    app: Starlette, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler's HTTPException becomes the error page, still passing the session layer (Vary:
+    Cookie once the session was read); one raised after the response began gets no second
+    response start: the client keeps the start it had, the connection is cut, the log says why."""
+
+    async def gone(request: Request) -> Response:
+        await session_of(request).load()
+        raise HTTPException(410, "That link is no longer good.")
+
+    async def late(request: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"the start of a page"
+            raise HTTPException(404)
+
+        return StreamingResponse(body())
+
+    app.router.routes[:0] = [Route("/test-gone", gone), Route("/test-late", late)]
+    async with make_client(app) as c:
+        page = await c.get("/test-gone")
+        assert page.status_code == 410 and "That link is no longer good." in page.text
+        assert "Cookie" in page.headers["vary"] and page.headers["x-frame-options"] == "DENY"
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8000") as c:
+        with caplog.at_level(logging.ERROR, logger="web"):
+            cut = await c.get("/test-late")
+    assert cut.status_code == 200 and cut.content == b"the start of a page"
+    assert "/test-late" in caplog.text

@@ -9,16 +9,14 @@ from contextlib import asynccontextmanager
 
 from beanie import init_beanie
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Scope
 
 from web import metrics
 from web.activity import Event
 from web.audit import audit, start_audit_log
 from web.auth.users import User
-from web.errors import http_error
+from web.errors import HttpErrors
 from web.routes import routes
 from web.security import Security
 from web.services import Services
@@ -29,11 +27,12 @@ from web.templating import compile_all
 
 
 class App(Starlette):
-    """Starlette, without its outermost ServerErrorMiddleware: the shell (first of the app's
-    middleware) already turns every exception into a page, and a layer costs every request."""
+    """Starlette, without its outermost ServerErrorMiddleware (the shell, first of the app's
+    middleware, already turns every exception into a page) and with a lean HTTPException layer
+    instead of its ExceptionMiddleware (web/errors.py): each layer costs every request."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        app: ASGIApp = ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        app: ASGIApp = HttpErrors(self.router)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app
@@ -86,7 +85,6 @@ def create_app(settings: Settings) -> Starlette:
                 on_expired=session_expired,
             ),
         ],
-        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     # No redirect from /login/ to /login: Starlette would build it as an absolute URL from the

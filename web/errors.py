@@ -10,7 +10,7 @@ from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web import metrics
 from web.auth.passwords import Busy
@@ -108,3 +108,27 @@ def failure_page(exc: Exception, request: Request) -> Response:
         message = "The service is briefly unavailable. Nothing was lost; try again in a few seconds."
         return error_page(request, 503, message, {"Retry-After": str(RETRY_AFTER)})
     return error_page(request, 500, "An unexpected error happened. It has been logged.")
+
+
+class HttpErrors:
+    """A handler's HTTPException becomes its error page (http_error), inside the session layer,
+    so that the page still sets or clears the session cookie as the request left it.
+
+    What Starlette's ExceptionMiddleware does for the app's one handler, without its wrapper
+    around `send` and its Request on every request: nothing runs here unless an exception comes
+    up. One that comes after the response began gets no page: the server refuses a second
+    start, and that error goes up to the shell, which drops the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except HTTPException as exc:
+            if scope["type"] != "http":
+                raise
+            response = await http_error(Request(scope, receive), exc)
+            exc.__traceback__ = None  # an instance raised again would keep every old traceback
+            await response(scope, receive, send)

@@ -25,8 +25,8 @@ class Route(routing.Route):
 
     Starlette wraps each endpoint in its own copy of the app's exception handling (a closure,
     a wrapper around `send`, two more frames on every request); here an HTTPException from an
-    endpoint goes up to the app's ExceptionMiddleware, which has the same handler (web/app.py)
-    and sits inside the session middleware too, so the page is the same.
+    endpoint goes up to the app's own layer for it (web/errors.py, HttpErrors), which renders
+    the same page and sits inside the session middleware too.
     """
 
     def __init__(self, path: str, endpoint: Endpoint, **kwargs: Any) -> None:
