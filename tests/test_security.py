@@ -102,6 +102,22 @@ async def test_streamed_body_is_cut_off_at_one_mebibyte() -> None:
         assert (await c.post("/", content=chunks(17))).status_code == 413
     assert seen == [1024 * 1024]
 
+    # No Transfer-Encoding either, as an HTTP/2 server may pass a body of unknown length: the
+    # same count holds it. (A declared length is the parser's bound; a GET's body is never read.)
+    parts = [{"type": "http.request", "body": b"a" * 65536, "more_body": True}] * 17
+    parts.append({"type": "http.request", "body": b"", "more_body": False})
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return parts.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    await app({**scope, "client": ("127.0.0.1", 1), "scheme": "http"}, receive, send)
+    assert sent[0]["status"] == 413 and seen == [1024 * 1024]
+
 
 @pytest.mark.parametrize(
     ("content_type", "body"),

@@ -155,28 +155,32 @@ class Security:
 
     def admit(self, scope: Scope) -> tuple[tuple[int, str] | None, bool]:
         """Put the real client in the scope; return the refusal (status, message) it earns, if
-        any, and whether its body is chunked (so only limited() can hold it to MAX_BODY)."""
+        any, and whether only limited() can hold its body to MAX_BODY: a chunked body names no
+        length, and neither does a body over HTTP/2 without Content-Length. A declared length
+        bounds the body (the parser reads no further); a GET without Transfer-Encoding has
+        none that a handler reads."""
         # The headers read on every request, in one pass over them (as Starlette reads them).
         forwarded_for: list[str] = []
         length = ""
-        chunked = False
+        unbounded = False
         for name, value in scope["headers"]:
             if name == b"x-forwarded-for":
                 forwarded_for.append(value.decode("latin-1"))
             elif name == b"content-length" and not length:
                 length = value.decode("latin-1")
             elif name == b"transfer-encoding":
-                chunked = True
+                unbounded = True
         if self.audit_listener is not None:
             audit_context.set((self.audit_listener, scope))
         if scope.get("client"):
             peer, port = scope["client"]
             scope["client"] = (real_client(peer, ",".join(forwarded_for) or None, self.trusted_proxies), port)
+        unbounded = unbounded or not (length or scope["method"] in SAFE_METHODS)
         if is_cross_origin(scope, "https" if self.https else scope.get("scheme", "http")):
-            return (403, "This form was sent from another site, so it was refused."), chunked
+            return (403, "This form was sent from another site, so it was refused."), unbounded
         if length.isascii() and length.isdigit() and int(length) > MAX_BODY:  # "²".isdigit() too
-            return (413, "That request was too large."), chunked
-        return None, chunked
+            return (413, "That request was too large."), unbounded
+        return None, unbounded
 
     def add_headers(self, message: Message) -> None:
         """The security headers, on a response's start message (a handler's own win)."""
@@ -186,8 +190,7 @@ class Security:
 
 
 def limited(receive: Receive) -> Receive:
-    """`receive`, cutting off a body past MAX_BODY: for a chunked one, which names no length.
-    (A body with a Content-Length ends there: the parser reads no further for it.)"""
+    """`receive`, cutting off a body past MAX_BODY: one that names no length (Security.admit)."""
     received = 0
 
     async def limited_receive() -> Message:

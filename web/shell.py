@@ -44,11 +44,11 @@ class Shell:
             return send(message)
 
         try:
-            refusal, chunked = self.security.admit(scope)
+            refusal, unbounded = self.security.admit(scope)
             if refusal is not None:
                 await error_page(Request(scope), *refusal)(scope, receive, respond)
             else:
-                await self.app(scope, limited(receive) if chunked else receive, respond)
+                await self.app(scope, limited(receive) if unbounded else receive, respond)
         except Exception as exc:
             if not report(exc, scope):
                 gone = True
