@@ -37,6 +37,7 @@ Call = tuple[tuple[Any, ...], "asyncio.Future[Any]", int]
 MAX_BATCH = 16
 # How long one connection carries the pipeline before the next is taken from the pool: the pool
 # decides then whether it still leads to the master (web/sentinel.py asks at most once a second).
+# Once a second, one turn's commands wait for that (a pooled connection: no new socket).
 PIPE_LIFETIME_S = 1.0
 
 
@@ -58,8 +59,9 @@ class Batcher:
     Commands that a broken connection left unanswered are sent once more on another
     connection, as the client's Retry(..., 1) would. Every write must be answered within the
     socket timeout, or the connection is cut (its commands then get their one more try).
-    The pipe hands its connection back to the pool after PIPE_LIFETIME_S, once the next one is
-    ready, so that the pool's own checks (is this still the master?) keep applying.
+    After PIPE_LIFETIME_S the next commands wait for a new pipe, on a connection the pool hands
+    out after its own checks (is this still the master?); the old one hands its connection back
+    once its replies are in.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -113,12 +115,12 @@ class Batcher:
 
     def _send(self, calls: list[Call]) -> None:
         pipe = self.pipe
-        if pipe is None or pipe.lost:
+        # Past its lifetime, a pipe takes no more: these wait for its successor, which the pool
+        # hands out only once it knows where the master is (after a failover, no longer there).
+        if pipe is None or pipe.lost or pipe.born + PIPE_LIFETIME_S < pipe.loop.time():
             self.waiting += calls
             self._open()
             return
-        if pipe.born + PIPE_LIFETIME_S < pipe.loop.time():
-            self._open()  # its successor; this one goes on until that is ready
         pipe.send(calls)
 
     def _open(self) -> None:
